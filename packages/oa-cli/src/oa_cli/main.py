@@ -1,0 +1,186 @@
+"""The ``oa`` command line. Packages and plugins add commands through the ``register_commands`` hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from oa_core import OAError, __version__
+from oa_core.errors import ConfigError
+from oa_core.plugins import get_plugin_manager
+
+USER_ERROR = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="oa", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """oa: post-training for language models: data, SFT, reward models, DPO, GRPO, inference.
+
+    \b
+    Start with:  oa plugins list            what is installed
+                 oa config validate FILE    check a run config
+                 oa train FILE              run it (needs oa-train)
+    """
+
+
+@cli.group()
+def plugins() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--kind", help="Only this kind (dataset_format, chat_template, model_patch, loss, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_list(kind: str | None, as_json: bool) -> None:
+    """List what each plugin registered: name, kind, provider package and version."""
+    from oa_core.plugins import KINDS, get_registry
+
+    reg = get_registry()
+    if kind and kind not in KINDS.values():
+        raise OAError(f"unknown kind '{kind}'", hint=f"one of {', '.join(KINDS.values())}")
+    rows = [
+        {
+            "name": e.name,
+            "kind": e.kind,
+            "provider": e.provider.distribution,
+            "version": e.provider.version,
+            "status": "duplicate" if (e.kind, e.name) in reg.duplicates else "ok",
+        }
+        for e in reg.entries(kind)
+    ]
+    for (k, name), providers in reg.duplicates.items():
+        if not kind or k == kind:
+            rows += [
+                {"name": name, "kind": k, "provider": p.distribution, "version": p.version, "status": "duplicate"}
+                for p in providers[1:]
+            ]
+    broken = [str(f) for f in reg.failures]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "broken": broken}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "kind", "provider", "version", "status", box=None, header_style="bold")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["provider"], r["version"], r["status"])
+    console = Console(soft_wrap=True)
+    console.print(table)
+    for line in broken:
+        console.print(f"[red]broken:[/red] {line}", highlight=False)
+
+
+@cli.group()
+def data() -> None:
+    """Prepare, preview, validate and export datasets (commands come from oa-data, oa-oasst, ...)."""
+
+
+@cli.group()
+def config() -> None:
+    """Validate run configs and print their JSON Schema."""
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value (repeatable)."
+)
+
+
+@config.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@set_option
+def config_validate(file: str, overrides: tuple[str, ...]) -> None:
+    """Check a run config; print every problem as `file: key.path: message`."""
+    from oa_core.config import load_config
+
+    loaded = load_config(file, list(overrides))
+    cfg = loaded.config
+    click.echo(f"{file}: ok (method {cfg.method}, {len(cfg.datasets)} dataset(s), output_dir {cfg.output_dir})")
+
+
+@config.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@set_option
+def config_show(file: str, overrides: tuple[str, ...]) -> None:
+    """Print the effective config (includes and overrides applied, secrets redacted) with sources."""
+    import yaml
+
+    from oa_core.config import load_config
+
+    loaded = load_config(file, list(overrides))
+    click.echo(yaml.safe_dump({"config": loaded.effective(), "sources": loaded.sources}, sort_keys=False))
+
+
+@config.command("schema")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def config_schema(output: str | None) -> None:
+    """Print the JSON Schema of run configs (for editors), plugin options included."""
+    from oa_core.config import json_schema
+    from oa_core.io import atomic_write_text
+
+    text = json.dumps(json_schema(), indent=2)
+    if output:
+        atomic_write_text(output, text + "\n")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text)
+
+
+def _add_plugin_commands() -> None:
+    pm = get_plugin_manager()
+    for failure in pm.load_failures:
+        click.echo(f"warning: {failure}", err=True)
+    for impl, provider in pm.hook_impls("register_commands"):
+        try:
+            impl.function(cli)
+        except Exception as e:
+            click.echo(f"warning: plugin '{provider.plugin}' ({provider.distribution}) could not add its "
+                       f"commands: {type(e).__name__}: {e}", err=True)
+
+
+def _fail(message: str) -> None:
+    for line in message.splitlines() or [message]:
+        click.echo(f"error: {line}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors print one line each and exit 2 (tracebacks with --debug)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("OA_DEBUG") == "1"
+    try:
+        _add_plugin_commands()
+        cli.main(argv, prog_name="oa", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        if debug:
+            raise
+        ctx = getattr(e, "ctx", None)
+        ctx_help = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx else ""
+        _fail(e.format_message() + ctx_help)
+        return USER_ERROR
+    except ConfigError as e:
+        if debug:
+            raise
+        _fail(str(e))
+        return USER_ERROR
+    except OAError as e:
+        if debug:
+            raise
+        _fail(str(e).replace("\n", " "))
+        return USER_ERROR
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Hook implementations of oa_kernels (registered through the `oa` entry point)."""
+
+from oa_core import hookimpl  # noqa: F401
