@@ -6,7 +6,7 @@ import time, so that ``oa plugins list`` and ``oa config validate`` stay fast an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,16 +15,23 @@ from pydantic import BaseModel
 
 @dataclass(frozen=True)
 class DatasetFormat:
-    """Turns one raw row into one core record.
+    """Turns raw rows into core records.
 
-    ``parse(row)`` gets the row with its columns already renamed by the dataset's ``field_map`` to the
-    canonical ``fields`` and returns a dict (or record) validated as ``record_type``.
+    ``parse(row)`` (or ``parse(row, options)`` when the format declares an ``options`` model, which
+    validates the dataset's ``options:`` in the run config) gets the row with its columns already renamed
+    by the dataset's ``field_map`` to the canonical ``fields``, and returns a dict or record of
+    ``record_type`` — or, with ``many=True``, a list of them (e.g. one OASST tree -> many threads).
+    Formats that must see a whole file at once (e.g. a flat message-per-line export) give
+    ``read(path, options) -> Iterable[record]`` instead of, or besides, ``parse``.
     """
 
     record_type: type[BaseModel]
-    parse: Callable[[dict[str, Any]], Any]
+    parse: Callable[..., Any] | None = None
     fields: tuple[str, ...] = ()
     description: str = ""
+    options: type[BaseModel] | None = None
+    many: bool = False
+    read: Callable[[str, Any], Iterable[Any]] | None = None
 
 
 @dataclass(frozen=True)

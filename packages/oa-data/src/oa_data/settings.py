@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PoseSettings(_Strict):
+    """PoSE position ids: random skips, only before the chosen split tokens (Axolotl's rule)."""
+
+    max_context_len: int = Field(ge=8, description="the context length the positions should span")
+    split_on_token_ids: list[int] = Field(default_factory=list, description="skips only before these tokens")
+    num_chunks: int = Field(2, ge=2)
+
+
 class DataSettings(_Strict):
     """How records become token sequences: template, loss mask, truncation, packing, mixing, cache."""
+
+    # templates (chat_template: a built-in name or "tokenizer"; chat_template_jinja: inline text or a file)
+    chat_template: str | None = Field(None, description="built-in name (chatml, llama-3, oasst) or 'tokenizer'")
+    chat_template_jinja: str | None = Field(None, description="jinja template text or path to a .jinja file")
+    role_tag_mapping: dict[str, str] | None = Field(None, description="turbo-style: role -> tag")
+    prefix_template: str | None = Field(None, description="turbo-style, with {role}, e.g. '<|im_start|>{role}\\n'")
+    suffix_template: str | None = Field(None, description="turbo-style, e.g. '<|im_end|>\\n'")
+    add_special_tokens: list[str] = Field(default_factory=list, description="new tokens added to the tokenizer")
+
+    # loss masks
+    train_on_inputs: bool = Field(False, description="supervise every token, prompts included")
+    only_answer_loss: bool = Field(False, description="supervise only the last assistant answer")
+
+    # lengths and truncation (datasets can override truncation/min_length/max_length)
+    max_length: int = Field(2048, ge=8)
+    min_length: int = Field(1, ge=1)
+    truncation: Literal["keep_start", "keep_end", "drop", "random_cut"] = "keep_end"
+
+    # packing and positions
+    packing: bool = False
+    pose: PoseSettings | None = None
+
+    # mixing and cache
+    per_epoch_resample: bool = Field(False, description="OA-style: redraw sample_rate fractions every epoch")
+    cache_dir: str = ".oa-cache"
+    num_proc: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_mask_policy(self) -> DataSettings:
+        if self.train_on_inputs and self.only_answer_loss:
+            raise ValueError("train_on_inputs and only_answer_loss exclude each other")
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length ({self.min_length}) exceeds max_length ({self.max_length})")
+        return self
