@@ -211,7 +211,8 @@ def config_model(registry: Registry, method: str | None = None) -> type[BaseMode
     for entry in registry.entries("config_section"):
         fields[entry.name] = (entry.obj | None, None)
     if method is not None:
-        fields["train"] = (registry.get("method", method).config, Field(default_factory=dict))
+        train_model = registry.get("method", method).config
+        fields["train"] = (train_model, Field(default_factory=train_model))
     else:
         methods = [e.obj.config for e in registry.entries("method")]
         if methods:

@@ -7,6 +7,7 @@ assistant message.
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -163,12 +164,21 @@ AnyRecord = Annotated[
 _any_record = TypeAdapter(AnyRecord)
 
 
-def describe_validation_error(err: ValidationError) -> str:
-    """The first problem of a pydantic error as ``field: message`` (``field`` as a dotted path)."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<record>"
-    extra = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"field '{loc}': {first['msg']}{extra}"
+def describe_validation_error(err: ValidationError, record_type: type[BaseModel] | None = None) -> str:
+    """The most useful problem of a pydantic error as ``field 'a.b': message``; unknown fields first,
+    with a "did you mean" from the record type's fields."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    loc = list(first["loc"])
+    if loc and loc[0] in RECORD_TYPES:  # the discriminated union's tag
+        record_type = RECORD_TYPES[loc.pop(0)]
+    field = ".".join(str(p) for p in loc) or "<record>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden" and record_type is not None and len(loc) == 1:
+        close = difflib.get_close_matches(str(loc[0]), list(record_type.model_fields), n=1)
+        msg = "unknown field" + (f" (did you mean '{close[0]}'?)" if close else "")
+    extra = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"field '{field}': {msg.removeprefix('Value error, ')}{extra}"
 
 
 def validate_record(data: Any, record_type: type[_Record] | None = None, *, source: str = "<data>", index: int | None = None):
@@ -182,4 +192,4 @@ def validate_record(data: Any, record_type: type[_Record] | None = None, *, sour
         return record_type.model_validate(data)
     except ValidationError as e:
         where = source if index is None else f"{source}: record {index}"
-        raise RecordError(f"{where}: {describe_validation_error(e)}") from None
+        raise RecordError(f"{where}: {describe_validation_error(e, record_type)}") from None

@@ -1,0 +1,139 @@
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+import oa_core.config
+import oa_core.plugins
+from oa_cli.main import main
+from oa_core import hookimpl
+from oa_core.extensions import DatasetFormat, Method
+from oa_core.plugins import PluginManager
+from oa_core.schema import Text
+
+
+class ToyTrain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    learning_rate: float = 1e-4
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The real installed plugins plus a `toy` method and a plugin that duplicates a format name."""
+    dup = types.SimpleNamespace(
+        register_methods=hookimpl(lambda register: register("toy", Method(ToyTrain, run=lambda c: None))),
+        register_dataset_formats=hookimpl(lambda register: register("example.gsm8k", DatasetFormat(Text, dict))),
+    )
+    pm = PluginManager()
+    pm.register(dup, "dup-plugin")
+    reg = pm.registry()
+    monkeypatch.setattr(oa_core.config, "get_registry", lambda: reg)
+    monkeypatch.setattr(oa_core.plugins, "get_registry", lambda: reg)
+    return reg
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+GOOD = "method: toy\nmodel: {path: m}\ndatasets:\n  - {path: d.jsonl, format: oa.conversation}\n"
+BROKEN = {
+    "unknown_key": ("method: toy\nmodle: {path: m}\n", "modle: unknown key (did you mean 'model'?)"),
+    "nested_unknown_key": ("method: toy\ntrain: {learning_rat: 1}\n", "train.learning_rat: unknown key (did you mean 'learning_rate'?)"),
+    "wrong_type": ("method: toy\nseed: many\n", "seed: Input should be a valid integer"),
+    "bad_yaml": ("method: toy\nmodel: {path: m\n", "invalid YAML"),
+    "not_mapping": ("just a string\n", "top level must be a mapping"),
+    "missing_method": ("model: {path: m}\n", "method: required key is missing"),
+    "unknown_method": ("method: sfft_nope\n", "method: unknown method 'sfft_nope'"),
+    "unknown_format": ("method: toy\ndatasets: [{path: a, format: alpacca_x}]\n", "datasets.0.format: unknown dataset format 'alpacca_x'"),
+    "duplicate_plugin_name": ("method: toy\ndatasets: [{path: a, format: example.gsm8k}]\n",
+                              "dataset format 'example.gsm8k' is registered by both 'example' (oa-plugin-example) and 'dup-plugin'"),
+    "missing_include": ("include: base.yaml\nmethod: toy\n", "include: 'base.yaml' not found"),
+    "bad_enum": ("method: toy\nmodel: {path: m, type: seq2seq}\n", "model.type: Input should be 'causal' or 'seq_cls'"),
+    "negative_rate": ("method: toy\ndatasets: [{path: a, format: oa.text, sample_rate: -1}]\n", "datasets.0.sample_rate: Input should be greater than 0"),
+    "plugin_section": ("method: toy\nexample: {tolerance: -1}\n", "example.tolerance: Input should be greater than or equal to 0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_config_one_line_exit_2(tmp_path, capsys, registry, name):
+    text, expected = BROKEN[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    code, out, err = run(capsys, "config", "validate", str(path))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {path}") and expected in lines[0]
+    assert "Traceback" not in err
+
+
+def test_missing_config_file(tmp_path, capsys, registry):
+    code, _, err = run(capsys, "config", "validate", str(tmp_path / "none.yaml"))
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'none.yaml'}: config file not found (hint: check the path)"
+
+
+def test_valid_config_and_set(tmp_path, capsys, registry):
+    path = tmp_path / "run.yaml"
+    path.write_text(GOOD)
+    code, out, _ = run(capsys, "config", "validate", str(path), "--set", "train.learning_rate=0.1")
+    assert code == 0 and "ok (method toy, 1 dataset(s)" in out
+    code, out, _ = run(capsys, "config", "show", str(path), "--set", "seed=5")
+    assert code == 0 and "seed: 5" in out and "seed: --set" in out
+
+
+def test_plugins_list_shows_builtins_and_example(capsys, registry):
+    code, out, _ = run(capsys, "plugins", "list", "--json")
+    rows = json.loads(out)["plugins"]
+    by_name = {(r["name"], r["provider"]): r for r in rows}
+    assert by_name[("oa.conversation", "oa-core")]["kind"] == "dataset_format"
+    assert by_name[("example.numeric_answer", "oa-plugin-example")]["kind"] == "reward_function"
+    assert by_name[("example.gsm8k", "dup-plugin")]["status"] == "duplicate"
+    code, out, _ = run(capsys, "plugins", "list")
+    assert code == 0 and "example.numeric_answer" in out and "oa-plugin-example" in out
+
+
+def test_schema_includes_plugin_options(capsys, registry):
+    code, out, _ = run(capsys, "config", "schema")
+    schema = json.loads(out)
+    assert code == 0 and "example" in schema["properties"] and "ToyTrain" in schema["$defs"]
+
+
+def test_usage_errors_are_one_line(capsys, registry):
+    code, _, err = run(capsys, "nope")
+    assert code == 2 and err.strip() == "error: No such command 'nope'. (see 'oa --help')"
+    code, _, err = run(capsys, "plugins", "list", "--kind", "wat")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown kind 'wat'" in err
+
+
+def test_broken_plugin_does_not_kill_other_commands(tmp_path):
+    """A plugin whose import fails is reported by name; `oa --version` and `plugins list` still work."""
+    site = tmp_path / "site"
+    dist = site / "brokenplug-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[oa]\nbrokenplug = brokenplug_mod\n")
+    (site / "brokenplug_mod.py").write_text("raise ImportError('needs a library that is missing')\n")
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    oa = [sys.executable, "-m", "oa_cli.main"]
+    res = subprocess.run([*oa, "--version"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and res.stdout.startswith("oa ")
+    assert "plugin 'brokenplug' (brokenplug) failed" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([*oa, "plugins", "list", "--json"], capture_output=True, text=True, env=env)
+    doc = json.loads(res.stdout)
+    assert any("brokenplug" in b and "needs a library" in b for b in doc["broken"])
+    assert any(r["name"] == "example.numeric_answer" for r in doc["plugins"])
+
+
+def test_installed_oa_script(tmp_path):
+    oa = Path(sys.executable).parent / "oa"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: [\n")
+    res = subprocess.run([str(oa), "config", "validate", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "invalid YAML" in res.stderr

@@ -1,0 +1,36 @@
+"""A user can install only the light packages: oa-core (and oa-oasst) without torch."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UV = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+
+
+@pytest.mark.skipif(not Path(UV).exists(), reason="uv not installed")
+@pytest.mark.parametrize("packages", [["oa-core"], ["oa-core", "oa-oasst"]])
+def test_light_packages_install_without_torch(tmp_path, packages):
+    venv = tmp_path / "venv"
+    subprocess.run([UV, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    py = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
+    paths = [str(ROOT / "packages" / p) for p in packages]
+    subprocess.run([UV, "pip", "install", "-q", "--python", str(py), *paths], check=True, env=env)
+    listed = subprocess.run([UV, "pip", "list", "--python", str(py)], capture_output=True, text=True, check=True).stdout
+    names = {line.split()[0] for line in listed.splitlines()[2:]}
+    assert {"torch", "transformers", "datasets", "numpy", "triton"}.isdisjoint(names)
+    modules = [p.replace("-", "_") for p in packages]
+    code = (
+        "import time; t = time.perf_counter(); import oa_core; dt = time.perf_counter() - t; "
+        f"import {', '.join(modules)}; from oa_core.plugins import PluginManager; "
+        "reg = PluginManager().registry(); assert not reg.failures, reg.failures; "
+        "print(dt, len(reg.names('dataset_format')))"
+    )
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) < 0.5
+    assert int(out[1]) >= 8
