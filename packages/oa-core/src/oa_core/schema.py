@@ -8,9 +8,17 @@ assistant message.
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from oa_core.errors import RecordError
 
@@ -149,16 +157,7 @@ RECORD_TYPES: dict[str, type[_Record]] = {
 }
 
 AnyRecord = Annotated[
-    Union[
-        Conversation,
-        Text,
-        PromptCompletion,
-        PreferencePair,
-        UnpairedFeedback,
-        RankedReplies,
-        Classification,
-        PromptWithReference,
-    ],
+    Conversation | Text | PromptCompletion | PreferencePair | UnpairedFeedback | RankedReplies | Classification | PromptWithReference,
     Field(discriminator="kind"),
 ]
 _any_record = TypeAdapter(AnyRecord)
