@@ -1,0 +1,31 @@
+"""Stream an OASST export into a JSONL file of core records (``model_dump`` rows with ``kind``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from oa_oasst.formats import iter_records
+from oa_oasst.options import FilterOptions
+from oa_oasst.summary import Summary
+
+
+def export(src: str, dst: str, kind: str, options: FilterOptions, progress: bool = False) -> Summary:
+    """Write the records of ``src`` to ``dst`` atomically (temp file beside it, renamed at the end)."""
+    out = Path(dst)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = Summary(source=str(src), warn=progress)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for record in iter_records(src, kind, options, summary, progress):
+                f.write(json.dumps(record.model_dump(mode="json", exclude_none=True), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return summary
