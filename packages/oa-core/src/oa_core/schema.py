@@ -169,7 +169,7 @@ def describe_validation_error(err: ValidationError, record_type: type[BaseModel]
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = list(first["loc"])
-    if loc and loc[0] in RECORD_TYPES:  # the discriminated union's tag
+    if record_type is None and loc and loc[0] in RECORD_TYPES:  # the discriminated union's tag
         record_type = RECORD_TYPES[loc.pop(0)]
     field = ".".join(str(p) for p in loc) or "<record>"
     msg = first["msg"]
