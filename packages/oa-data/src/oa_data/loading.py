@@ -1,0 +1,361 @@
+"""Load one data source into validated core records.
+
+Each raw row goes: file/hub reader (``datasets``) -> ``field_map`` rename -> ``format.parse`` -> record
+validation (``oa_core.schema``). Problems name the source file, the record index (the 0-based row number
+in that file, or for ``read`` formats the 0-based position of the record the reader yielded) and the
+field. ``strict=True`` raises the first problem; ``strict=False`` checks every row and collects one line
+per problem (``oa data validate``).
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from oa_core.config import DatasetSpec
+from oa_core.errors import OAError, RecordError
+from oa_core.plugins import Registry, get_registry
+from oa_core.schema import describe_validation_error
+
+# file suffix (after removing a compression suffix) -> `datasets` builder
+BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".tsv": "csv",
+            ".parquet": "parquet", ".arrow": "arrow", ".txt": "text"}
+COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
+BATCH = 1000
+
+
+@dataclass
+class LoadedSource:
+    """The records of one source and one line per invalid (dropped) row."""
+
+    records: list[Any]
+    errors: list[str]
+    source: str
+    n_rows: int
+    format: str = ""
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def n_invalid(self) -> int:
+        return len(self.errors)
+
+
+def load_records(spec: DatasetSpec, *, registry: Registry | None = None, strict: bool = True, num_proc: int = 1,
+                 cache_dir: str | None = None, progress: bool | None = None) -> LoadedSource:
+    """Read ``spec`` (local file/folder/glob or hub dataset id) through its format into core records.
+
+    ``progress=None`` shows a progress bar only on a terminal.
+    """
+    registry = registry or get_registry()
+    fmt = registry.get("dataset_format", spec.format)
+    options = format_options(spec, fmt)
+    _check_field_map(spec, fmt)
+    if fmt.read is not None and fmt.parse is None:
+        return _load_with_reader(spec, fmt, options, strict)
+    json_field = options.json_field() if hasattr(options, "json_field") else None
+    records: list[Any] = []
+    errors: list[str] = []
+    n_rows = 0
+    files = []
+    for source, ds in open_source(spec, json_field=json_field, cache_dir=cache_dir):
+        files.append(source)
+        ds = _rename_columns(ds, spec, source)
+        convert = _Converter(fmt, options, source, spec.format)
+        if num_proc > 1 and len(ds) > BATCH:
+            recs, errs = _convert_parallel(ds, convert, num_proc, strict)
+        else:
+            recs, errs = _convert_rows(ds, convert, strict, progress)
+        records += recs
+        errors += errs
+        n_rows += len(ds)
+    return LoadedSource(records, errors, _describe(spec), n_rows, spec.format, files)
+
+
+def _describe(spec: DatasetSpec) -> str:
+    return spec.path if _is_local(spec.path) else f"{spec.path}:{spec.split}"
+
+
+# ---------------------------------------------------------------- options and field map
+
+
+def format_options(spec: DatasetSpec, fmt) -> BaseModel | None:
+    """The dataset's ``options`` validated by the format's options model (``split`` defaults to spec.split)."""
+    if fmt.options is None:
+        if spec.options:
+            raise OAError(f"dataset '{spec.path}': format '{spec.format}' takes no options (got {', '.join(spec.options)})",
+                          hint="remove 'options' from this dataset")
+        return None
+    data = dict(spec.options)
+    if "split" in fmt.options.model_fields and "split" not in data:
+        data["split"] = spec.split
+    try:
+        return fmt.options.model_validate(data)
+    except ValidationError as e:
+        allowed = ", ".join(fmt.options.model_fields)
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+        raise OAError(f"dataset '{spec.path}': options.{loc}: {msg}", hint=f"format '{spec.format}' options: {allowed}") from None
+
+
+def _check_field_map(spec: DatasetSpec, fmt) -> None:
+    if spec.field_map and fmt.parse is None:
+        raise OAError(f"dataset '{spec.path}': format '{spec.format}' reads whole files; field_map does not apply",
+                      hint="remove field_map")
+    unknown = [k for k in spec.field_map if fmt.fields and k not in fmt.fields]
+    if unknown:
+        raise OAError(f"dataset '{spec.path}': field_map.{unknown[0]}: '{unknown[0]}' is not a field of format '{spec.format}'",
+                      hint=f"field_map maps the format's fields ({', '.join(fmt.fields)}) to your column names")
+
+
+def _rename_columns(ds, spec: DatasetSpec, source: str):
+    if not spec.field_map:
+        return ds
+    missing = [col for col in spec.field_map.values() if col not in ds.column_names]
+    if missing:
+        raise OAError(f"{source}: field_map: column '{missing[0]}' not found",
+                      hint=f"the file has columns: {', '.join(ds.column_names)}")
+    mapping = {col: canon for canon, col in spec.field_map.items() if col != canon}
+    clashes = [canon for canon in mapping.values() if canon in ds.column_names and canon not in mapping]
+    if clashes:  # an unmapped column already has the canonical name: it is replaced by the mapped one
+        ds = ds.remove_columns(clashes)
+    return ds.rename_columns(mapping)
+
+
+# ---------------------------------------------------------------- reading files and hub datasets
+
+
+def _is_local(path: str) -> bool:
+    p = Path(path).expanduser()
+    return (p.exists() or path.startswith((".", "/", "~")) or glob.has_magic(path)
+            or any(path.endswith(s) or path.endswith(s + c) for s in BUILDERS for c in ("", *COMPRESSION)))
+
+
+def builder_for(path: str | Path) -> str | None:
+    """The ``datasets`` builder for a file name (compression suffixes ignored), or None."""
+    name = str(path).lower()
+    for c in COMPRESSION:
+        name = name.removesuffix(c)
+    return BUILDERS.get(Path(name).suffix)
+
+
+def data_files(path: str) -> list[Path]:
+    """The data files of a local path: the file itself, a glob's matches or a folder's files (sorted)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        found = sorted(f for f in p.rglob("*") if f.is_file() and builder_for(f) and not f.name.startswith("."))
+    elif glob.has_magic(path):
+        found = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
+    else:
+        raise OAError(f"{path}: file not found", hint="check the dataset path (relative paths start at the working directory)")
+    if not found:
+        raise OAError(f"{path}: no data files found", hint=f"expected files ending in {', '.join(BUILDERS)} (optionally .gz)")
+    return found
+
+
+def open_source(spec: DatasetSpec, *, json_field: str | None = None, cache_dir: str | None = None) -> Iterator[tuple[str, Any]]:
+    """Yield ``(source name, datasets.Dataset)`` per file of a local source, or once for a hub dataset."""
+    import datasets
+
+    path = spec.path
+    p = Path(path).expanduser()
+    if p.is_dir() and ((p / "state.json").exists() or (p / "dataset_dict.json").exists()):
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, datasets.DatasetDict):
+            if spec.split not in ds:
+                raise OAError(f"{path}: split '{spec.split}' not found", hint=f"available splits: {', '.join(ds)}")
+            ds = ds[spec.split]
+        yield str(p), ds
+        return
+    if not _is_local(path):
+        yield f"{path}:{spec.split}", load_hub(spec, cache_dir=cache_dir)
+        return
+    for f in data_files(path):
+        yield str(f), read_file(f, json_field=json_field, cache_dir=cache_dir)
+
+
+def read_file(path: str | Path, *, json_field: str | None = None, cache_dir: str | None = None):
+    """Read one local file (jsonl/json/csv/tsv/parquet/arrow/txt, optionally compressed) as a Dataset."""
+    import datasets
+
+    builder = builder_for(path)
+    if builder is None:
+        raise OAError(f"{path}: unknown file type", hint=f"use one of {', '.join(BUILDERS)} (optionally .gz)")
+    kwargs: dict[str, Any] = {}
+    if builder == "json" and json_field:
+        kwargs["field"] = json_field
+    if builder == "text":
+        kwargs["sample_by"] = "paragraph"
+    if str(path).lower().removesuffix(".gz").endswith(".tsv"):
+        kwargs["sep"] = "\t"
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
+    except Exception as e:  # datasets wraps parser errors; report the root cause on one line
+        raise OAError(f"{path}: cannot read as {builder}: {_root_cause(e)}", hint=_read_hint(builder, json_field)) from None
+
+
+def load_hub(spec: DatasetSpec, *, cache_dir: str | None = None):
+    """Load ``spec.path`` from the Hugging Face hub (``subset`` = config name, ``split``)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(spec.path, spec.subset, split=spec.split, cache_dir=cache_dir)
+    except Exception as e:
+        raise OAError(f"{spec.path}: cannot load hub dataset (subset={spec.subset}, split={spec.split}): {_root_cause(e)}",
+                      hint="check the id/split, log in for gated sets (HF_TOKEN), or give a local file path") from None
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__
+    return " ".join(str(e).split())[:300] or type(e).__name__
+
+
+def _read_hint(builder: str, json_field: str | None) -> str:
+    if builder == "json" and json_field:
+        return f"a JSON object with a top-level list '{json_field}' of rows is expected"
+    if builder == "json":
+        return "expected one JSON object per line (jsonl) or a JSON list of objects; columns must keep one type"
+    return f"check that the file is valid {builder}"
+
+
+# ---------------------------------------------------------------- converting rows
+
+
+class _Problem(Exception):
+    def __init__(self, detail: str, hint: str | None = None):
+        self.detail, self.hint = detail, hint
+        super().__init__(detail)
+
+
+class _Converter:
+    """Row -> list of validated records, or :class:`_Problem`."""
+
+    def __init__(self, fmt, options, source: str, format_name: str):
+        self.fmt, self.options, self.source, self.name = fmt, options, source, format_name
+
+    def __call__(self, row: dict) -> list[Any]:
+        fmt = self.fmt
+        try:
+            out = fmt.parse(row, self.options) if fmt.options is not None else fmt.parse(row)
+        except KeyError as e:
+            field_name = e.args[0] if e.args else "?"
+            raise _Problem(f"field '{field_name}': missing", self._field_hint(row)) from None
+        except (ValueError, TypeError) as e:
+            raise _Problem(" ".join(str(e).split()), self._field_hint(row) if "missing" in str(e) else None) from None
+        if fmt.many:
+            if not isinstance(out, list):
+                raise _Problem(f"format '{self.name}' returned {type(out).__name__}, expected a list (many=True)")
+            return [self.validate(item) for item in out]
+        return [self.validate(out)]
+
+    def validate(self, item: Any) -> Any:
+        record_type = self.fmt.record_type
+        if isinstance(item, record_type):
+            return item
+        if isinstance(item, BaseModel):
+            item = item.model_dump()
+        if isinstance(item, dict) and item.get("kind") == record_type.model_fields["kind"].default:
+            item = {k: v for k, v in item.items() if k != "kind"}
+        try:
+            return record_type.model_validate(item)
+        except ValidationError as e:
+            raise _Problem(describe_validation_error(e, record_type), f"format '{self.name}' makes {record_type.__name__} records") from None
+
+    def _field_hint(self, row: dict) -> str:
+        cols = ", ".join(k for k, v in row.items() if v is not None) or "none"
+        return f"the row has columns: {cols}; rename with field_map: {{<field>: <column>}}"
+
+    def error(self, index: int, detail: str, hint: str | None, where: str = "0-based row") -> RecordError:
+        return RecordError(f"{self.source}: record {index} ({where}): {detail}", hint=hint)
+
+
+def _rows(ds) -> Iterator[dict]:
+    for batch in ds.iter(batch_size=BATCH):
+        cols = list(batch)
+        for values in zip(*(batch[c] for c in cols)):
+            yield dict(zip(cols, values))
+
+
+def _progress(iterable: Iterable, total: int, desc: str, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="rows", disable=None if enabled is None else not enabled,
+                leave=False, mininterval=0.5)
+
+
+def _convert_rows(ds, convert: _Converter, strict: bool, progress: bool | None) -> tuple[list, list[str]]:
+    records: list[Any] = []
+    errors: list[str] = []
+    for i, row in enumerate(_progress(_rows(ds), len(ds), f"parse {Path(convert.source).name}", progress)):
+        try:
+            records += convert(row)
+        except _Problem as p:
+            if strict:
+                raise convert.error(i, p.detail, p.hint) from None
+            errors.append(str(convert.error(i, p.detail, p.hint)))
+    return records, errors
+
+
+def _convert_batch(batch: dict, indices: list[int], convert: _Converter) -> dict:
+    out: dict[str, list] = {"record": [], "index": [], "detail": [], "hint": []}
+    cols = list(batch)
+    for i, values in zip(indices, zip(*(batch[c] for c in cols))):
+        try:
+            recs = [r.model_dump_json() for r in convert(dict(zip(cols, values)))]
+            problem = None
+        except _Problem as p:
+            recs, problem = [None], p
+        for rec in recs:
+            out["record"].append(rec)
+            out["index"].append(i)
+            out["detail"].append(problem and problem.detail)
+            out["hint"].append(problem and problem.hint)
+    return out
+
+
+def _convert_parallel(ds, convert: _Converter, num_proc: int, strict: bool) -> tuple[list, list[str]]:
+    """Parse and validate with ``num_proc`` worker processes (``datasets.map``), then rebuild the records."""
+    done = ds.map(_convert_batch, batched=True, batch_size=BATCH, with_indices=True, num_proc=num_proc,
+                  remove_columns=ds.column_names, fn_kwargs={"convert": convert},
+                  desc=f"parse {Path(convert.source).name}", load_from_cache_file=False)
+    record_type = convert.fmt.record_type
+    records, errors = [], []
+    for row in _rows(done):
+        if row["record"] is not None:
+            records.append(record_type.model_validate_json(row["record"]))
+        elif strict:
+            raise convert.error(row["index"], row["detail"], row["hint"])
+        else:
+            errors.append(str(convert.error(row["index"], row["detail"], row["hint"])))
+    return records, errors
+
+
+# ---------------------------------------------------------------- whole-file readers
+
+
+def _load_with_reader(spec: DatasetSpec, fmt, options, strict: bool) -> LoadedSource:
+    """Formats with ``read(path, options)``: the index is the position of the yielded record."""
+    convert = _Converter(fmt, options, spec.path, spec.format)
+    records, errors, n = [], [], 0
+    try:
+        for n, item in enumerate(fmt.read(spec.path, options), start=1):
+            try:
+                records += [convert.validate(x) for x in (item if fmt.many and isinstance(item, list) else [item])]
+            except _Problem as p:
+                if strict:
+                    raise convert.error(n - 1, p.detail, p.hint, "0-based, as read") from None
+                errors.append(str(convert.error(n - 1, p.detail, p.hint, "0-based, as read")))
+    except OAError as e:
+        if strict:
+            raise
+        errors.append(str(e))
+    return LoadedSource(records, errors, spec.path, n, spec.format, [spec.path])
+
