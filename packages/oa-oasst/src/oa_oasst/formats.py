@@ -10,13 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from oa_core.errors import RecordError
 from oa_core.extensions import DatasetFormat
 from oa_core.schema import Conversation, PreferencePair, RankedReplies
 from oa_oasst import convert
 from oa_oasst.filters import prune
 from oa_oasst.options import FilterOptions, PairOptions, RankedOptions, SftOptions
-from oa_oasst.reader import BadTree, read_trees, tree_from_obj
+from oa_oasst.reader import read_trees
 from oa_oasst.schema import OasstTree
 from oa_oasst.summary import Summary
 
@@ -51,31 +50,26 @@ def convert_tree(tree: OasstTree, kind: str, options: FilterOptions, summary: Su
     return records
 
 
-def iter_records(path: str, kind: str, options: FilterOptions, summary: Summary | None = None,
-                 progress: bool = False) -> Iterator:
-    """Records of an export file, streamed tree by tree (flat message files are grouped first)."""
+def iter_tree_records(path: str, kind: str, options: FilterOptions, summary: Summary | None = None,
+                      progress: bool = False) -> Iterator[list]:
+    """The records of each tree of an export file (one list per valid tree), streamed tree by tree;
+    flat message files are grouped by tree first."""
     summary = summary if summary is not None else Summary()
     for tree in read_trees(str(path), summary, strict=options.strict, progress=progress):
-        yield from convert_tree(tree, kind, options, summary)
+        yield convert_tree(tree, kind, options, summary)
 
 
-def _parse(kind: str):
-    def parse(row: dict, options: FilterOptions | None = None) -> list:
-        options = options or CONVERSIONS[kind].options()
-        try:
-            tree = tree_from_obj(row)
-        except BadTree as e:
-            where = f"field '{e.field}': " if e.field else ""
-            raise RecordError(f"{where}{e}", hint="rows must be OASST message trees (one tree per row)") from None
-        return convert_tree(tree, kind, options, Summary())
-
-    return parse
+def iter_records(path: str, kind: str, options: FilterOptions, summary: Summary | None = None,
+                 progress: bool = False) -> Iterator:
+    """The records of an export file, one by one."""
+    for records in iter_tree_records(path, kind, options, summary, progress):
+        yield from records
 
 
 def _read(kind: str):
-    def read(path: str, options: FilterOptions | None = None) -> Iterator:
+    def read(path: str, options: FilterOptions | None = None) -> Iterator[list]:
         summary = Summary()
-        yield from iter_records(path, kind, options or CONVERSIONS[kind].options(), summary, progress=True)
+        yield from iter_tree_records(path, kind, options or CONVERSIONS[kind].options(), summary, progress=True)
         if summary.bad_trees:
             from tqdm import tqdm
 
@@ -85,11 +79,12 @@ def _read(kind: str):
 
 
 def dataset_formats() -> dict[str, DatasetFormat]:
-    """``oasst.<kind>`` -> format: ``parse`` takes one tree row, ``read`` a whole file (any export form)."""
+    """``oasst.<kind>`` -> format. ``read`` takes a whole file (trees, nested root messages or flat
+    messages; plain or .gz) and yields the records of each tree as one list (``many=True``); there is no
+    row-wise ``parse``, because generic JSON readers mangle the trees' free-form dicts (labels, emojis)."""
     return {
         f"oasst.{kind}": DatasetFormat(
-            record_type=c.record_type, parse=_parse(kind), fields=("message_tree_id", "tree_state", "prompt"),
-            description=c.description, options=c.options, many=True, read=_read(kind),
+            record_type=c.record_type, description=c.description, options=c.options, many=True, read=_read(kind),
         )
         for kind, c in CONVERSIONS.items()
     }

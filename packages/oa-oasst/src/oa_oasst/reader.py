@@ -26,8 +26,7 @@ from oa_core.schema import describe_validation_error
 from oa_oasst.schema import OasstMessage, OasstTree, count_messages
 from oa_oasst.summary import Summary
 
-HINT_JSON = "each line must be one JSON object (a message tree or a message)"
-HINT_TREE = "fix or remove the tree, or run without --strict to skip it"
+HINT_TREE = "fix or remove that tree, or turn strict off to skip bad trees (they are counted)"
 
 
 class BadTree(Exception):
@@ -59,14 +58,8 @@ def classify(obj: Any) -> str:
     raise ValueError("neither a message tree (no 'prompt') nor a message (no 'message_id')")
 
 
-def tree_from_obj(obj: Any, line: int = 0) -> OasstTree:
-    """Validate one tree-form or nested-root-form object and check its structure."""
-    try:
-        form = classify(obj)
-    except ValueError as e:
-        raise BadTree(line, None, str(e), 0) from None
-    if form == "message":
-        raise BadTree(line, "replies", "a single flat message, not a tree", 1)
+def tree_from_obj(obj: dict, form: str, line: int = 0) -> OasstTree:
+    """Validate one ``tree`` or ``root`` form object (see :func:`classify`) and check its structure."""
     raw = obj["prompt"] if form == "tree" else obj
     try:
         if form == "tree":
@@ -98,20 +91,20 @@ def check_structure(root: OasstMessage, locate: Locate, prefix: str = "") -> Non
     if root.parent_id is not None:
         fail(root, prefix, "parent_id", f"the root message has parent_id '{root.parent_id}'")
     seen: set[str] = set()
-    stack = [(root, prefix)]
-    while stack:
-        node, path = stack.pop()
+    stack = [(root, None, prefix)]
+    while stack:  # depth-first in file order, so the first problem in the file is reported
+        node, parent, path = stack.pop()
         if node.message_id in seen:
             fail(node, path, "message_id", f"duplicate message_id '{node.message_id}' (a cycle or a repeated message)")
         seen.add(node.message_id)
-        for i, child in enumerate(node.replies or []):
-            child_path = f"{path}.replies.{i}" if path else f"replies.{i}"
-            if child.parent_id is not None and child.parent_id != node.message_id:
-                fail(child, child_path, "parent_id",
-                     f"parent_id '{child.parent_id}' is not its parent's message_id '{node.message_id}'")
-            if child.role == node.role:
-                fail(child, child_path, "role", f"a '{child.role}' message replies to a '{node.role}' message")
-            stack.append((child, child_path))
+        if parent is not None:
+            if node.parent_id is not None and node.parent_id != parent.message_id:
+                fail(node, path, "parent_id",
+                     f"parent_id '{node.parent_id}' is not its parent's message_id '{parent.message_id}'")
+            if node.role == parent.role:
+                fail(node, path, "role", f"a '{node.role}' message replies to a '{parent.role}' message")
+        for i, child in reversed(list(enumerate(node.replies or []))):
+            stack.append((child, node, f"{path}.replies.{i}" if path else f"replies.{i}"))
 
 
 
@@ -168,7 +161,7 @@ def iter_lines(path: str, progress: bool = False) -> Iterator[tuple[int, bytes]]
     from tqdm import tqdm
 
     with open(path, "rb") as raw, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc="oasst",
-                                       disable=not progress, leave=False) as bar:
+                                       disable=None if progress else True, leave=False) as bar:
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
         done = 0
         try:
@@ -203,10 +196,14 @@ def read_trees(path: str, summary: Summary, strict: bool = False, progress: bool
             bad(BadTree(number, None, f"malformed JSON line: {getattr(e, 'msg', None) or e}", 0))
             continue
         try:
-            if isinstance(obj, dict) and "prompt" not in obj and classify(obj) == "message":
+            form = classify(obj)
+            if form == "message":
                 _collect(obj, number, flat)
                 continue
-            tree = tree_from_obj(obj, number)
+            tree = tree_from_obj(obj, form, number)
+        except ValueError as e:
+            bad(BadTree(number, None, str(e), 0))
+            continue
         except BadTree as e:
             bad(e)
             continue
