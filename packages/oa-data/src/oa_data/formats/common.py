@@ -32,7 +32,10 @@ def get(row: dict, field: str, *, required: bool = True, default: Any = None) ->
 
 
 def text(row: dict, field: str, *, required: bool = True, default: str = "") -> str:
+    """``row[field]`` as a string (numbers, as CSV readers infer them, become their text)."""
     value = get(row, field, required=required, default=default)
+    if isinstance(value, int | float) and not isinstance(value, bool):  # e.g. a CSV column of numbers
+        return str(value)
     if not isinstance(value, str):
         raise FieldError(field, f"expected a string, got {type(value).__name__}")
     return value
