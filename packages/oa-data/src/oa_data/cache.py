@@ -1,0 +1,90 @@
+"""Tokenized-dataset cache: a content-hash key and atomic save/load of ``datasets.Dataset`` folders.
+
+The key covers the bytes of the data files and of the tokenizer files, the chat template text and the
+options (anything JSON-serializable), so editing any of them builds a new entry; an unchanged setup
+loads the saved one. Entries are written to a temporary folder and renamed into place, so a crash never
+leaves a half-written entry under a valid key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from oa_core.errors import OAError
+
+CACHE_VERSION = 1  # bump when the tokenized layout changes
+CHUNK = 1 << 20
+
+
+def _hash_path(h, path: Path) -> None:
+    """Feed a file's bytes, or every file of a folder with its relative name, into ``h``."""
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f"\0file:{f.relative_to(path) if path.is_dir() else f.name}\0".encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+
+
+def fingerprint(files: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLike | None,
+                template_text: str | None, options: Mapping[str, Any] | None = None) -> str:
+    """A hex key over data file contents, tokenizer files, template text and options.
+
+    ``files`` and ``tokenizer_dir`` may be files or folders; a name that is not a local path (a hub id)
+    enters the key as text (give its revision in ``options``). File order matters (it is the mix order).
+    """
+    h = hashlib.sha256(f"oa-data-cache:{CACHE_VERSION}".encode())
+    for part, items in (("data", list(files)), ("tokenizer", [] if tokenizer_dir is None else [tokenizer_dir])):
+        for item in items:
+            h.update(f"\0{part}\0".encode())
+            path = Path(item).expanduser()
+            if path.exists():
+                _hash_path(h, path)
+            else:
+                h.update(f"name:{item}".encode())
+    h.update(b"\0template\0" + (template_text or "").encode())
+    try:
+        h.update(b"\0options\0" + json.dumps(dict(options or {}), sort_keys=True).encode())
+    except TypeError as e:
+        raise OAError(f"cache key: options must be JSON-serializable ({e})", hint="pass plain values") from None
+    return h.hexdigest()[:32]
+
+
+def cache_path(key: str, cache_dir: str | os.PathLike = ".oa-cache") -> Path:
+    return Path(cache_dir) / f"tokenized-{key}"
+
+
+def cached(key: str, build_fn: Callable[[], Any], cache_dir: str | os.PathLike = ".oa-cache"):
+    """Load the dataset saved under ``key``, or build it with ``build_fn()``, save it atomically and load it.
+
+    Returns a memory-mapped ``datasets.Dataset`` (or ``DatasetDict``) either way.
+    """
+    import datasets
+
+    final = cache_path(key, cache_dir)
+    if not final.exists():
+        built = build_fn()
+        if not isinstance(built, datasets.Dataset | datasets.DatasetDict):
+            raise TypeError(f"build_fn must return a datasets.Dataset, got {type(built).__name__}")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        try:
+            built.save_to_disk(str(tmp))
+            os.replace(tmp, final)
+        except OSError:
+            if not final.exists():  # a real failure, not a concurrent writer that finished first
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        return datasets.load_from_disk(str(final))
+    except Exception as e:
+        raise OAError(f"{final}: cannot load cached dataset: {' '.join(str(e).split())[:200]}",
+                      hint=f"delete {final} to rebuild it") from None
