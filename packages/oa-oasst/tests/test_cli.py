@@ -45,10 +45,16 @@ def test_user_errors_are_one_line(small_path, tmp_path, capsys, write_lines):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}:1: field 'prompt.role': Input should be 'prompter' or 'assistant'")
     assert "(hint: " in err and err.count("\n") == 1 and not out.exists()
+    assert not list(tmp_path.glob(".x.jsonl.*"))  # the temp file is removed
     assert main(["data", "oasst", "export", bad, str(out), "--to", "sft"]) == 0
     err = capsys.readouterr().err
     assert f"warning: skipped {bad}:1: field 'prompt.role'" in err and "1 in = 0 used + 0 unused (no record needs them) + 1 in bad" in err
     assert out.read_text() == ""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["data", "oasst", "export", small_path, str(blocker / "out.jsonl"), "--to", "sft"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {blocker}") and err.count("\n") == 1
 
 
 def test_oa_executable(small_path, tmp_path):

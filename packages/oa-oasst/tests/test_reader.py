@@ -142,3 +142,17 @@ def test_flat_export_problems(jsonl, small_path, write_lines):
     trees, summary = read(write_lines(lines))
     assert "field 'message_tree_id': a flat message needs its message_tree_id" in summary.warnings[0]
     assert summary.messages == summary.invalid == 12  # the root line, then its orphaned tree (11)
+
+
+def test_flat_form_edge_cases(jsonl, small_path, write_lines):
+    p0, _ = jsonl(small_path)
+    flat = flatten(p0)
+    for m in flat:
+        m["replies"] = []  # a flat export written with empty reply lists: still grouped by tree
+    trees, summary = read(write_lines(flat))
+    assert [t.prompt.size() for t in trees] == [12] and summary.bad_trees == 0
+    nested_child = copy.deepcopy(p0["prompt"]["replies"][0]) | {"message_tree_id": "P0"}  # A1 with its subtree
+    path = write_lines([nested_child])
+    trees, summary = read(path)
+    assert summary.warnings == [f"{path}:1: field 'replies': only a root message (parent_id null) may nest its replies"]
+    assert summary.invalid == summary.messages == 5

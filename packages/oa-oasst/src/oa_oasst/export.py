@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from oa_core.errors import OAError
 from oa_oasst.formats import iter_records
 from oa_oasst.options import FilterOptions
 from oa_oasst.summary import Summary
@@ -14,9 +15,16 @@ from oa_oasst.summary import Summary
 
 def export(src: str, dst: str, kind: str, options: FilterOptions, progress: bool = False) -> Summary:
     """Write the records of ``src`` to ``dst`` atomically (temp file beside it, renamed at the end)."""
-    out = Path(dst)
-    out.parent.mkdir(parents=True, exist_ok=True)
     summary = Summary(source=str(src), warn=progress)
+    try:
+        _write(src, Path(dst), kind, options, summary, progress)
+    except OSError as e:
+        raise OAError(f"{e.filename or dst}: {e.strerror or e}", hint="check the paths and permissions") from None
+    return summary
+
+
+def _write(src: str, out: Path, kind: str, options: FilterOptions, summary: Summary, progress: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -28,4 +36,3 @@ def export(src: str, dst: str, kind: str, options: FilterOptions, progress: bool
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return summary

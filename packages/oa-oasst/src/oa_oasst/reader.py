@@ -54,7 +54,9 @@ def classify(obj: Any) -> str:
     if "prompt" in obj:
         return "tree"
     if "message_id" in obj:
-        return "root" if isinstance(obj.get("replies"), list) and obj.get("parent_id") is None else "message"
+        replies = obj.get("replies")
+        nested = isinstance(replies, list) and obj.get("parent_id") is None
+        return "root" if nested and (replies or not obj.get("message_tree_id")) else "message"
     raise ValueError("neither a message tree (no 'prompt') nor a message (no 'message_id')")
 
 
@@ -226,6 +228,9 @@ def _collect(obj: dict, line: int, flat: dict[str, list[tuple[int, OasstMessage]
         msg = OasstMessage.model_validate(obj)
     except ValidationError as e:
         raise _validation_error(line, e, 1) from None
+    if msg.replies:
+        raise BadTree(line, "replies", "only a root message (parent_id null) may nest its replies",
+                      count_messages(obj))
     if not msg.message_tree_id:
         raise BadTree(line, "message_tree_id", "a flat message needs its message_tree_id", 1)
     flat.setdefault(msg.message_tree_id, []).append((line, msg))
