@@ -154,3 +154,22 @@ def test_every_builtin_is_registered_with_its_record_type(registry):
         entry = registry.entry("dataset_format", name)
         assert entry.obj.record_type is record_type and entry.provider.distribution == "oa-data"
         assert entry.obj.description
+
+
+def test_sharegpt_turn_weights_become_train_flags(tmp_path, registry):
+    rows = [{"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b", "weight": 0},
+                               {"from": "human", "value": "c"}, {"from": "gpt", "value": "d", "weight": 1}]}]
+    assert load(tmp_path, registry, "sharegpt", rows).records == [
+        Conversation(messages=[m(U, "a"), m(A, "b", train=False), m(U, "c"), m(A, "d", train=True)])]
+
+
+def test_registering_formats_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys; from oa_core.plugins import PluginManager; import oa_data.plugin as p; "
+            "pm = PluginManager(entry_points=False); pm.register(p, 'data'); reg = pm.registry(); "
+            "assert not reg.failures, reg.failures; assert 'hh_rlhf' in reg.names('dataset_format'); "
+            "import oa_data.loading, oa_data.mixing, oa_data.cache; "
+            "heavy = {'datasets', 'transformers', 'torch', 'pyarrow'} & set(sys.modules); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

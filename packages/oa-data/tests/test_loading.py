@@ -220,7 +220,7 @@ def test_hh_rlhf_real_rows_split_at_the_shared_prefix(registry):
                                                  "yep", first.prompt[3].content, "okay some of these do not have anything to do with pens"]
     assert first.chosen[0].content.startswith("No, sorry!  All of these involve a pen")
     assert first.rejected[0].content.startswith("There are lots of funny things you can do with pens")
-    for row, rec in zip(raw, loaded.records):
+    for row, rec in zip(raw, loaded.records, strict=True):
         prefix = "".join(f"\n\n{'Human' if m.role == 'user' else 'Assistant'}: {m.content}" for m in rec.prompt)
         for side in ("chosen", "rejected"):
             tail = getattr(rec, side)
@@ -228,3 +228,11 @@ def test_hh_rlhf_real_rows_split_at_the_shared_prefix(registry):
             rebuilt = prefix + "".join(f"\n\n{'Human' if m.role == 'user' else 'Assistant'}: {m.content}" for m in tail)
             assert " ".join(rebuilt.split()) == " ".join(row[side].split())
         assert rec.chosen != rec.rejected
+
+
+def test_empty_files_give_no_rows(tmp_path, registry):
+    (tmp_path / "a.jsonl").write_text("")
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b""))
+    (tmp_path / "c.jsonl").write_text(_jsonl(ROWS[:1]))
+    loaded = load_records(DatasetSpec(path=str(tmp_path), format="alpaca", field_map={"output": "output"}), registry=registry)
+    assert loaded.records == EXPECTED[:1] and loaded.n_rows == 1 and len(loaded.files) == 3

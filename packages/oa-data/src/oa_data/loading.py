@@ -64,6 +64,8 @@ def load_records(spec: DatasetSpec, *, registry: Registry | None = None, strict:
     files = []
     for source, ds in open_source(spec, json_field=json_field, cache_dir=cache_dir):
         files.append(source)
+        if len(ds) == 0:
+            continue
         ds = _rename_columns(ds, spec, source)
         convert = _Converter(fmt, options, source, spec.format)
         if num_proc > 1 and len(ds) > BATCH:
@@ -195,9 +197,13 @@ def read_file(path: str | Path, *, json_field: str | None = None, cache_dir: str
         kwargs["sample_by"] = "paragraph"
     if str(path).lower().removesuffix(".gz").endswith(".tsv"):
         kwargs["sep"] = "\t"
+    if Path(path).stat().st_size == 0:
+        return datasets.Dataset.from_dict({})
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
     except Exception as e:  # datasets wraps parser errors; report the root cause on one line
+        if isinstance(_root(e), StopIteration):  # a compressed file with no rows
+            return datasets.Dataset.from_dict({})
         raise OAError(f"{path}: cannot read as {builder}: {_root_cause(e)}", hint=_read_hint(builder, json_field)) from None
 
 
@@ -212,10 +218,15 @@ def load_hub(spec: DatasetSpec, *, cache_dir: str | None = None):
                       hint="check the id/split, log in for gated sets (HF_TOKEN), or give a local file path") from None
 
 
-def _root_cause(e: BaseException) -> str:
+def _root(e: BaseException) -> BaseException:
     while e.__cause__ is not None or e.__context__ is not None:
         e = e.__cause__ or e.__context__
-    return " ".join(str(e).split())[:300] or type(e).__name__
+    return e
+
+
+def _root_cause(e: BaseException) -> str:
+    root = _root(e)
+    return " ".join(str(root).split())[:300] or type(root).__name__
 
 
 def _read_hint(builder: str, json_field: str | None) -> str:
@@ -280,8 +291,8 @@ class _Converter:
 def _rows(ds) -> Iterator[dict]:
     for batch in ds.iter(batch_size=BATCH):
         cols = list(batch)
-        for values in zip(*(batch[c] for c in cols)):
-            yield dict(zip(cols, values))
+        for values in zip(*(batch[c] for c in cols), strict=True):
+            yield dict(zip(cols, values, strict=True))
 
 
 def _progress(iterable: Iterable, total: int, desc: str, enabled: bool | None):
@@ -307,9 +318,9 @@ def _convert_rows(ds, convert: _Converter, strict: bool, progress: bool | None) 
 def _convert_batch(batch: dict, indices: list[int], convert: _Converter) -> dict:
     out: dict[str, list] = {"record": [], "index": [], "detail": [], "hint": []}
     cols = list(batch)
-    for i, values in zip(indices, zip(*(batch[c] for c in cols))):
+    for i, values in zip(indices, zip(*(batch[c] for c in cols), strict=True), strict=True):
         try:
-            recs = [r.model_dump_json() for r in convert(dict(zip(cols, values)))]
+            recs = [r.model_dump_json() for r in convert(dict(zip(cols, values, strict=True)))]
             problem = None
         except _Problem as p:
             recs, problem = [None], p

@@ -14,7 +14,6 @@ from typing import Any
 
 from oa_core.config import DatasetSpec
 from oa_core.errors import OAError
-
 from oa_data.loading import LoadedSource
 
 
@@ -55,7 +54,7 @@ class MixReport:
                 str(self.total), str(sum(s.dropped_invalid for s in self.sources)))
         table = [head, *body, foot]
         widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-        return ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        return ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
                 for row in table]
 
     def __str__(self) -> str:

@@ -19,7 +19,6 @@ def register_formats(register) -> None:
         Text,
         UnpairedFeedback,
     )
-
     from oa_data.formats import chat, labels, preference
     from oa_data.formats import text as plain
 

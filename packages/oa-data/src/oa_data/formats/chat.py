@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from oa_data.formats.common import FieldError, FormatOptions, get, messages, text
+from oa_data.formats.common import FormatOptions, get, messages, text
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "bing": "assistant", "chatgpt": "assistant", "tool": "tool", "observation": "tool"}
@@ -38,14 +38,7 @@ class OpenAIOptions(FormatOptions):
 
 
 def parse_openai(row: dict, options: OpenAIOptions) -> dict:
-    msgs = messages(get(row, "messages"), "messages", options.role_map)
-    for i, msg in enumerate(msgs):
-        if "weight" in msg:  # OpenAI fine-tuning: weight 0 = do not train on this message
-            weight = msg.pop("weight")
-            if weight not in (0, 1):
-                raise FieldError(f"messages.{i}.weight", f"must be 0 or 1, got {weight!r}")
-            msg["train"] = bool(weight)
-    return {"messages": msgs}
+    return {"messages": messages(get(row, "messages"), "messages", options.role_map)}
 
 
 class TurboChatOptions(FormatOptions):

@@ -43,8 +43,9 @@ def text(row: dict, field: str, *, required: bool = True, default: str = "") -> 
 
 def messages(value: Any, field: str, role_map: dict[str, str] | None = None, role_key: str = "role",
              content_key: str = "content") -> Any:
-    """Normalize a list of message dicts: rename role/content keys, map role names, drop null keys
-    (columnar readers fill keys missing in one message with null). Strings pass through unchanged."""
+    """Normalize a list of message dicts: rename role/content keys, map role names, ``weight`` 0/1 to
+    ``train``, drop null keys (columnar readers fill keys missing in one message with null). Strings pass
+    through unchanged."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list):
@@ -64,5 +65,10 @@ def messages(value: Any, field: str, role_map: dict[str, str] | None = None, rol
         content = msg.pop(content_key, None)
         if content is None:
             raise FieldError(f"{field}.{i}.{content_key}", "missing or null")
+        if "weight" in msg:  # OpenAI/ShareGPT style: weight 0 = do not train on this message
+            weight = msg.pop("weight")
+            if weight not in (0, 1):
+                raise FieldError(f"{field}.{i}.weight", f"must be 0 or 1, got {weight!r}")
+            msg["train"] = bool(weight)
         out.append({"role": role, "content": content, **msg})
     return out

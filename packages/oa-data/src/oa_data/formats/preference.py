@@ -31,7 +31,7 @@ def split_dialogue(dialogue: str, field: str, user_tag: str = "Human", assistant
     if len(parts) < 3:
         raise FieldError(field, f"no '{user_tag}:' or '{assistant_tag}:' turns")
     roles = {user_tag: "user", assistant_tag: "assistant"}
-    return [{"role": roles[tag], "content": body.strip()} for tag, body in zip(parts[1::2], parts[2::2])]
+    return [{"role": roles[tag], "content": body.strip()} for tag, body in zip(parts[1::2], parts[2::2], strict=True)]
 
 
 def parse_hh_rlhf(row: dict, options: HHRLHFOptions) -> dict:
