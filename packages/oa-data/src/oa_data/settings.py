@@ -28,6 +28,7 @@ class DataSettings(_Strict):
     role_tag_mapping: dict[str, str] | None = Field(None, description="turbo-style: role -> tag")
     prefix_template: str | None = Field(None, description="turbo-style, with {role}, e.g. '<|im_start|>{role}\\n'")
     suffix_template: str | None = Field(None, description="turbo-style, e.g. '<|im_end|>\\n'")
+    end_of_turn: str | None = Field(None, description="string closing a turn (supervised); default: inferred")
     add_special_tokens: list[str] = Field(default_factory=list, description="new tokens added to the tokenizer")
 
     # loss masks

@@ -1,5 +1,25 @@
-"""Chat templates: named built-ins, tokenizer jinja, inline/file jinja, turbo-style role templates."""
+"""Chat templates: named built-ins, tokenizer jinja, inline/file jinja, turbo-style role templates.
+
+Importing this package is cheap: jinja2 is imported when a template is first compiled.
+"""
+
+from oa_data.templates.base import ChatTemplate, TemplateError
+from oa_data.templates.builtin import BUILTIN_TEMPLATES
+from oa_data.templates.resolve import infer_end_of_turn, resolve_template, template_variables, with_end_of_turn
+
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "ChatTemplate",
+    "TemplateError",
+    "infer_end_of_turn",
+    "register_templates",
+    "resolve_template",
+    "template_variables",
+    "with_end_of_turn",
+]
 
 
 def register_templates(register) -> None:
     """Register every built-in named chat template."""
+    for name, template in BUILTIN_TEMPLATES.items():
+        register(name, template, description=template.description)

@@ -1,0 +1,356 @@
+"""Records -> token ids and labels.
+
+Loss masks are derived twice and must agree token for token:
+
+1. from message boundaries: the conversation is rendered once with a marker in place of each message's
+   content, which locates every message in the real rendering; a supervised span runs from the content
+   to the end of the end-of-turn string that follows it;
+2. from incremental prefix rendering: ``render(messages[:i], add_generation_prompt=True)`` ends where
+   answer ``i`` starts, and the end-of-turn string that ends ``render(messages[:i + 1])`` closes it.
+
+Both spans start at the first non-space character. Character spans become token masks through the
+tokenizer's offsets (a token is supervised when it overlaps a span).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from oa_core.errors import OAError, RecordError
+from oa_core.schema import Conversation, Message, PreferencePair, PromptCompletion, Text
+
+from oa_data.templates import ChatTemplate, TemplateError, template_variables, with_end_of_turn
+
+IGNORE_INDEX = -100
+_MARK = "\ue000{}\ue001"
+_MARK_RE = re.compile("\ue000(\\d+)\ue001")
+_DUMMY = ("\ue002", "\ue003")
+
+
+@dataclass
+class Encoded:
+    """Token ids, labels (``IGNORE_INDEX`` where not supervised), and the token span of each
+    message's turn (header, content, end of turn; tokens outside every turn, e.g. a leading bos, belong
+    to no message)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    turns: list[tuple[int, int]] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def num_supervised(self) -> int:
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+
+def where(source: str | None, index: int | None) -> str:
+    """``source: record i`` for error messages."""
+    src = source or "<data>"
+    return src if index is None else f"{src}: record {index}"
+
+
+def supervision_flags(messages: Sequence[Message | Mapping], settings: Any) -> list[bool]:
+    """Whether each message is trained on: its ``train`` flag, else the policy of ``settings``
+    (``train_on_inputs``: all; ``only_answer_loss``: the last assistant message; default: assistants)."""
+    roles = [_get(m, "role") for m in messages]
+    last_answer = max((i for i, r in enumerate(roles) if r == "assistant"), default=-1)
+    flags = []
+    for i, m in enumerate(messages):
+        train = _get(m, "train")
+        if train is not None:
+            flags.append(bool(train))
+        elif settings.train_on_inputs:
+            flags.append(True)
+        elif settings.only_answer_loss:
+            flags.append(i == last_answer)
+        else:
+            flags.append(roles[i] == "assistant")
+    return flags
+
+
+@dataclass
+class Rendering:
+    """A rendered conversation and the character spans of its supervised (``base`` False) or
+    unsupervised (``base`` True, i.e. ``train_on_inputs``) messages, by both methods."""
+
+    text: str
+    boundary_spans: dict[int, tuple[int, int]]
+    prefix_spans: dict[int, tuple[int, int]]
+    turn_ends: list[int]
+    base: bool
+
+
+def render_with_spans(messages: Sequence[Message | Mapping], tokenizer: Any, template: ChatTemplate,
+                      settings: Any) -> Rendering:
+    """Render ``messages`` and derive the spans whose mask differs from the policy's base, twice."""
+    msgs = [_as_dict(m) for m in messages]
+    flags = supervision_flags(messages, settings)
+    base = bool(settings.train_on_inputs)
+    marked = [i for i, f in enumerate(flags) if f != base]
+    eot = template.end_of_turn or with_end_of_turn(template, tokenizer).end_of_turn
+    variables = template_variables(tokenizer)
+    text = template.render(msgs, **variables)
+    spans_a = _spans_from_boundaries(template, msgs, text, marked, eot, variables)
+    spans_b, bounds = _spans_from_prefixes(template, msgs, text, marked, eot, variables)
+    return Rendering(text, spans_a, spans_b, bounds, base)
+
+
+def encode_messages(
+    messages: Sequence[Message | Mapping],
+    tokenizer: Any,
+    template: ChatTemplate,
+    settings: Any,
+    *,
+    index: int | None = None,
+    source: str | None = None,
+) -> Encoded:
+    """Render ``messages`` with ``template``, tokenize, and mask: see the module docstring."""
+    at = where(source, index)
+    try:
+        r = render_with_spans(messages, tokenizer, template, settings)
+    except OAError as e:
+        raise RecordError(f"{at}: {e.message}", hint=e.hint) from None
+    text, spans_a, spans_b, bounds, base = r.text, r.boundary_spans, r.prefix_spans, r.turn_ends, r.base
+    ids, offsets = _tokenize(tokenizer, text)
+    mask_a = _token_mask(offsets, spans_a.values(), base)
+    mask_b = _token_mask(offsets, spans_b.values(), base)
+    if mask_a != mask_b:
+        k = next(k for k, (a, b) in enumerate(zip(mask_a, mask_b)) if a != b)
+        msg = next((i for i, s in [*spans_a.items(), *spans_b.items()] if _overlaps(offsets[k], s)), None)
+        raise RecordError(
+            f"{at}: loss masks from message boundaries and from prefix rendering disagree at token {k} "
+            f"({text[offsets[k][0]:offsets[k][1]]!r}, message {msg})",
+            hint="the chat template renders a turn differently depending on its context; use another template",
+        )
+    starts = [a for a, _ in offsets]
+    tok = [bisect_left(starts, c) for c in bounds]
+    enc = Encoded(ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask_a)],
+                  [(tok[i], tok[i + 1]) for i in range(len(bounds) - 1)], [_get(m, "role") for m in messages])
+    _check_sample(enc, at, base)
+    return enc
+
+
+def encode_text(record: Text, tokenizer: Any) -> Encoded:
+    """Plain text: ``bos`` (when distinct from eos) + text + ``eos``, every token supervised."""
+    ids = list(tokenizer(record.text, add_special_tokens=False)["input_ids"])
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is not None and bos != eos:
+        ids.insert(0, bos)
+    if eos is not None:
+        ids.append(eos)
+    return Encoded(ids, list(ids), [(0, len(ids))], ["text"])
+
+
+def encode_record(record: Any, tokenizer: Any, template: ChatTemplate, settings: Any, *,
+                  index: int | None = None, source: str | None = None) -> Encoded:
+    """Encode a ``Conversation``, ``Text`` or ``PromptCompletion`` (the completion is supervised)."""
+    if isinstance(record, Text):
+        return encode_text(record, tokenizer)
+    if isinstance(record, Conversation):
+        messages = record.messages
+    elif isinstance(record, PromptCompletion):
+        messages = _prompt_then_answer(record.prompt, record.completion, settings)
+    else:
+        raise RecordError(f"{where(source, index)}: a '{getattr(record, 'kind', type(record).__name__)}' record "
+                          "cannot be encoded for supervised training",
+                          hint="use conversation, text or prompt_completion records (preference pairs: encode_preference)")
+    return encode_messages(messages, tokenizer, template, settings, index=index, source=source)
+
+
+def encode_preference(record: PreferencePair, tokenizer: Any, template: ChatTemplate, settings: Any, *,
+                      index: int | None = None, source: str | None = None) -> dict[str, list[int]]:
+    """A preference pair as ``prompt_input_ids`` and the ``chosen``/``rejected`` continuations'
+    ``*_input_ids`` and ``*_labels`` (the continuation after the shared prompt tokens)."""
+    out: dict[str, list[int]] = {}
+    for key in ("chosen", "rejected"):
+        messages = _prompt_then_answer(record.prompt, getattr(record, key), settings)
+        enc = encode_messages(messages, tokenizer, template, settings, index=index, source=source)
+        cut = enc.turns[len(record.prompt) - 1][1]
+        prompt = enc.input_ids[:cut]
+        if out.setdefault("prompt_input_ids", prompt) != prompt:
+            raise RecordError(f"{where(source, index)}: the prompt tokenizes differently before chosen and rejected",
+                              hint="the chat template renders the prompt depending on the answer")
+        out[f"{key}_input_ids"], out[f"{key}_labels"] = enc.input_ids[cut:], enc.labels[cut:]
+    return out
+
+
+@dataclass
+class SupervisionReport:
+    """Counts supervised tokens over a dataset; :meth:`check` fails on 0% or 100% supervision."""
+
+    samples: int = 0
+    tokens: int = 0
+    supervised: int = 0
+    text_tokens: int = 0
+
+    def add(self, enc: Encoded) -> None:
+        self.samples += 1
+        if enc.roles == ["text"]:
+            self.text_tokens += len(enc)
+            return
+        self.tokens += len(enc)
+        self.supervised += enc.num_supervised
+
+    @property
+    def fraction(self) -> float:
+        return self.supervised / self.tokens if self.tokens else 0.0
+
+    def summary(self) -> str:
+        return f"{self.samples} samples, {self.supervised}/{self.tokens} chat tokens supervised ({self.fraction:.1%})"
+
+    def check(self, name: str, train_on_inputs: bool = False) -> None:
+        if self.tokens and self.supervised == 0:
+            raise OAError(f"{name}: no token of any sample is supervised",
+                          hint="the data has no assistant answers, or every message has train: false")
+        if self.tokens and self.supervised == self.tokens and not train_on_inputs:
+            raise OAError(f"{name}: every token is supervised although train_on_inputs is false",
+                          hint="check the chat template: it renders no prompt text")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _get(message: Message | Mapping, key: str) -> Any:
+    return message.get(key) if isinstance(message, Mapping) else getattr(message, key)
+
+
+def _as_dict(message: Message | Mapping) -> dict[str, Any]:
+    out = {"role": _get(message, "role"), "content": _get(message, "content")}
+    name = _get(message, "name") if isinstance(message, Message) or "name" in message else None
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def _prompt_then_answer(prompt: list[Message], answer: list[Message], settings: Any) -> list[Message]:
+    """The prompt (not trained on unless ``train_on_inputs``) followed by the supervised answer."""
+    default = None if settings.train_on_inputs else False
+    head = [m if m.train is not None else m.model_copy(update={"train": default}) for m in prompt]
+    return head + [m if m.train is not None else m.model_copy(update={"train": True}) for m in answer]
+
+
+def _skip_space(text: str, start: int, stop: int) -> int:
+    while start < stop and text[start].isspace():
+        start += 1
+    return start
+
+
+def _label(i: int, msgs: list[dict]) -> str:
+    return f"message {i} ({msgs[i]['role']})"
+
+
+def _no_end_of_turn(i: int, msgs: list[dict], eot: str) -> TemplateError:
+    return TemplateError(f"{_label(i, msgs)}: no end-of-turn {eot!r} follows the message",
+                         hint="set data.end_of_turn to the string that closes a turn in this template")
+
+
+def _spans_from_boundaries(template, msgs, text, marked, eot, variables) -> dict[int, tuple[int, int]]:
+    """Method 1: locate each message's content through a marker rendering."""
+    probe = template.render([{**m, "content": _MARK.format(i)} for i, m in enumerate(msgs)], **variables)
+    parts = _MARK_RE.split(probe)
+    pieces, ids = parts[0::2], [int(x) for x in parts[1::2]]
+    if not text.startswith(pieces[0]) or (not ids and text != pieces[0]):
+        raise TemplateError(f"chat template '{template.name}' renders text that depends on the message contents",
+                            hint="use a template that renders message['content'] as is or trimmed")
+    found: dict[int, tuple[int, int, str]] = {}
+    cursor = len(pieces[0])
+    for k, i in enumerate(ids):
+        after, last = pieces[k + 1], k == len(ids) - 1
+        content = msgs[i]["content"]
+        for cand in dict.fromkeys((content, content.strip(), content.lstrip(), content.rstrip())):
+            end = cursor + len(cand)
+            if text.startswith(cand, cursor) and (text[end:] == after if last else text.startswith(after, end)):
+                break
+        else:
+            raise TemplateError(f"{_label(i, msgs)}: the chat template changes the message text beyond trimming",
+                                hint="use a template that renders message['content'] as is or trimmed")
+        found.setdefault(i, (cursor, end, after))
+        cursor = end + len(after)
+    spans = {}
+    for i in marked:
+        if i not in found:
+            raise TemplateError(f"{_label(i, msgs)}: the chat template '{template.name}' does not render this message",
+                                hint="the template drops it; set train: false on it or use another template")
+        start, end, after = found[i]
+        if eot not in after:
+            raise _no_end_of_turn(i, msgs, eot)
+        spans[i] = (_skip_space(text, start, end), end + after.index(eot) + len(eot))
+    return spans
+
+
+def _spans_from_prefixes(template, msgs, text, marked, eot, variables):
+    """Method 2: render growing prefixes; returns the spans and the character end of every turn
+    (``bounds[0]``: the end of what the template renders before any message)."""
+
+    def render(ms, generation=False):
+        return template.render(ms, generation, **variables)
+
+    try:
+        preamble = render([])
+    except TemplateError:
+        preamble = ""
+    bounds = [len(preamble) if text.startswith(preamble) else 0]
+    spans = {}
+    for i, m in enumerate(msgs):
+        upto = render(msgs[: i + 1])
+        if not text.startswith(upto):
+            raise TemplateError(f"{_label(i, msgs)}: the chat template renders it differently when more messages "
+                                "follow, so its loss mask cannot be cross-checked",
+                                hint="use a template whose rendering of a conversation extends that of its prefixes")
+        bounds.append(len(upto))
+        if i not in marked:
+            continue
+        if m["role"] == "assistant":
+            head = render(msgs[:i], True)
+            if not upto.startswith(head):
+                raise TemplateError(f"{_label(i, msgs)}: the generation prompt of the chat template does not "
+                                    "start the rendered answer", hint="fix the template's add_generation_prompt branch")
+            start = len(head)
+        else:
+            a, b = (render([*msgs[:i], {**m, "content": d}]) for d in _DUMMY)
+            start = len(os.path.commonprefix([a, b]))
+        stop = upto.rfind(eot)
+        if stop < start:
+            raise _no_end_of_turn(i, msgs, eot)
+        spans[i] = (_skip_space(text, start, stop), stop + len(eot))
+    return spans, bounds
+
+
+def _tokenize(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    if not getattr(tokenizer, "is_fast", False):
+        raise OAError("loss masks need a fast tokenizer (character offsets)", hint="set tokenizer.use_fast: true")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _overlaps(offset: tuple[int, int], span: tuple[int, int]) -> bool:
+    a, b = offset
+    s, e = span
+    return max(a, s) < min(b, e) or (a == b and s <= a < e)
+
+
+def _token_mask(offsets, spans, base: bool) -> list[bool]:
+    mask = [base] * len(offsets)
+    for span in spans:
+        for k, off in enumerate(offsets):
+            if _overlaps(off, span):
+                mask[k] = not base
+    return mask
+
+
+def _check_sample(enc: Encoded, at: str, train_on_inputs: bool) -> None:
+    n = enc.num_supervised
+    if n == 0:
+        raise RecordError(f"{at}: no token is supervised (roles: {', '.join(enc.roles)})",
+                          hint="the record has no assistant answer to learn, or all its messages have train: false")
+    if n == len(enc) and not train_on_inputs:
+        raise RecordError(f"{at}: every token is supervised although train_on_inputs is false",
+                          hint="check the chat template: it renders no prompt text around the messages")
