@@ -179,6 +179,15 @@ def test_many_and_read_formats(tmp_path):
     assert loaded.n_rows == 3 and loaded.errors == [f"{tmp_path / 't.jsonl'}: record 2 (0-based row): field 'text': String "
                                                     "should have at least 1 character (hint: format 'split' makes Text records)"]
 
+    def buggy(row):
+        return {"text": row["text"].upper()} if row["text"] != "c" else row.nope
+
+    reg = _registry_with("buggy", DatasetFormat(Text, buggy, ("text",)))
+    loaded = load_records(DatasetSpec(path=str(tmp_path / "t.jsonl"), format="buggy"), registry=reg, strict=False)
+    assert loaded.records == [Text(text="A|B"), Text(text="D||E")]
+    assert loaded.errors == [f"{tmp_path / 't.jsonl'}: record 1 (0-based row): format 'buggy' failed: AttributeError: 'dict' "
+                             "object has no attribute 'nope' (hint: this looks like a bug in the format; report it to its plugin)"]
+
     (tmp_path / "p.tsv.txt").write_text("q\tgood\tbad\nq2\t\tbad\n")
     reg = _registry_with("pairs", DatasetFormat(PreferencePair, read=read_pairs))
     spec = DatasetSpec(path=str(tmp_path / "p.tsv.txt"), format="pairs")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 
 from oa_core.errors import OAError
 
+log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the tokenized layout changes
 CHUNK = 1 << 20
 
@@ -69,7 +71,10 @@ def cached(key: str, build_fn: Callable[[], Any], cache_dir: str | os.PathLike =
     import datasets
 
     final = cache_path(key, cache_dir)
-    if not final.exists():
+    if final.exists():
+        log.info("tokenized cache hit: %s", final)
+    else:
+        log.info("tokenized cache miss: building %s", final)
         built = build_fn()
         if not isinstance(built, datasets.Dataset | datasets.DatasetDict):
             raise TypeError(f"build_fn must return a datasets.Dataset, got {type(built).__name__}")

@@ -5,6 +5,10 @@ validation (``oa_core.schema``). Problems name the source file, the record index
 in that file, or for ``read`` formats the 0-based position of the record the reader yielded) and the
 field. ``strict=True`` raises the first problem; ``strict=False`` checks every row and collects one line
 per problem (``oa data validate``).
+
+A format's options model may define ``json_field() -> str | None``: JSON files are then read from that
+top-level key (``qa_json`` reads ``{"train": [...], "test": [...]}`` this way); an options field named
+``split`` defaults to the dataset's ``split``.
 """
 
 from __future__ import annotations
@@ -261,6 +265,9 @@ class _Converter:
             raise _Problem(f"field '{field_name}': missing", self._field_hint(row)) from None
         except (ValueError, TypeError) as e:
             raise _Problem(" ".join(str(e).split()), self._field_hint(row) if "missing" in str(e) else None) from None
+        except Exception as e:  # a bug in a (plugin) format: still one line, naming the format
+            raise _Problem(f"format '{self.name}' failed: {type(e).__name__}: {' '.join(str(e).split())}",
+                           "this looks like a bug in the format; report it to its plugin") from None
         if fmt.many:
             if not isinstance(out, list):
                 raise _Problem(f"format '{self.name}' returned {type(out).__name__}, expected a list (many=True)")
