@@ -10,16 +10,17 @@ from oa_core.errors import OAError
 KINDS = ("sft", "ranked", "pairs")
 
 
-def _pairs(values: tuple[str, ...], flag: str) -> dict[str, float]:
+def _name_values(values: tuple[str, ...], flag: str) -> dict[str, float]:
+    """``("quality=0.5", ...)`` -> ``{"quality": 0.5}``."""
     out = {}
     for item in values:
-        name, sep, raw = item.partition("=")
+        name, _, raw = item.partition("=")
         try:
+            if not name.strip():
+                raise ValueError
             out[name.strip()] = float(raw)
         except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise OAError(f"{flag} '{item}': expected NAME=NUMBER", hint=f"e.g. {flag} quality=0.5")
+            raise OAError(f"{flag} '{item}': expected NAME=NUMBER", hint=f"e.g. {flag} quality=0.5") from None
     return out
 
 
@@ -71,9 +72,9 @@ def export_cmd(src, dst, kind, lang, tree_states, include_deleted, include_synth
     given = {
         "langs": lang, "tree_states": list(tree_states) or None, "include_deleted": include_deleted or None,
         "include_synthetic": include_synthetic or None, "require_review": False if any_review else None,
-        "min_labels": _pairs(min_label, "--min-label") or None, "max_labels": _pairs(max_label, "--max-label") or None,
+        "min_labels": _name_values(min_label, "--min-label") or None, "max_labels": _name_values(max_label, "--max-label") or None,
         "top_k": top_k, "system_tag": system_tag or None, "tag_dropout": tag_dropout,
-        "tag_drop": _pairs(tag_drop, "--tag-drop") or None, "seed": seed, "pairs": pair_mode,
+        "tag_drop": _name_values(tag_drop, "--tag-drop") or None, "seed": seed, "pairs": pair_mode,
         "min_replies": min_replies, "strict": strict or None,
     }
     options = build_options(kind, {k: v for k, v in given.items() if v is not None})

@@ -22,7 +22,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from oa_core.errors import OAError, RecordError
-from oa_core.schema import describe_validation_error
 from oa_oasst.schema import OasstMessage, OasstTree, count_messages
 from oa_oasst.summary import Summary
 
@@ -42,9 +41,9 @@ class BadTree(Exception):
 
 
 def _validation_error(line: int, err: ValidationError, messages: int) -> BadTree:
-    text = describe_validation_error(err).removeprefix("field ")
-    field, _, msg = text.partition(": ")
-    return BadTree(line, field.strip("'"), msg, messages)
+    first = err.errors()[0]
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return BadTree(line, ".".join(str(p) for p in first["loc"]) or None, first["msg"] + more, messages)
 
 
 def classify(obj: Any) -> str:
@@ -107,8 +106,6 @@ def check_structure(root: OasstMessage, locate: Locate, prefix: str = "") -> Non
                 fail(node, path, "role", f"a '{node.role}' message replies to a '{parent.role}' message")
         for i, child in reversed(list(enumerate(node.replies or []))):
             stack.append((child, node, f"{path}.replies.{i}" if path else f"replies.{i}"))
-
-
 
 
 def assemble(tree_id: str, items: list[tuple[int, OasstMessage]]) -> OasstTree:
@@ -199,13 +196,14 @@ def read_trees(path: str, summary: Summary, strict: bool = False, progress: bool
             continue
         try:
             form = classify(obj)
+        except ValueError as e:
+            bad(BadTree(number, None, str(e), 0))
+            continue
+        try:
             if form == "message":
                 _collect(obj, number, flat)
                 continue
             tree = tree_from_obj(obj, form, number)
-        except ValueError as e:
-            bad(BadTree(number, None, str(e), 0))
-            continue
         except BadTree as e:
             bad(e)
             continue
@@ -227,7 +225,7 @@ def _collect(obj: dict, line: int, flat: dict[str, list[tuple[int, OasstMessage]
     try:
         msg = OasstMessage.model_validate(obj)
     except ValidationError as e:
-        raise _validation_error(line, e, 1) from None
+        raise _validation_error(line, e, count_messages(obj)) from None
     if msg.replies:
         raise BadTree(line, "replies", "only a root message (parent_id null) may nest its replies",
                       count_messages(obj))
