@@ -245,3 +245,16 @@ def test_empty_files_give_no_rows(tmp_path, registry):
     (tmp_path / "c.jsonl").write_text(_jsonl(ROWS[:1]))
     loaded = load_records(DatasetSpec(path=str(tmp_path), format="alpaca", field_map={"output": "output"}), registry=registry)
     assert loaded.records == EXPECTED[:1] and loaded.n_rows == 1 and len(loaded.files) == 3
+
+
+def test_the_sample_readme_entries_load(monkeypatch, registry):
+    import re
+
+    import yaml
+
+    block = re.search(r"```yaml\n(.*?)```", (ROOT / "examples/data/README.md").read_text(), re.S).group(1)
+    monkeypatch.chdir(ROOT)
+    entries = yaml.safe_load(block)["datasets"]
+    loaded = [load_records(DatasetSpec(**entry), registry=registry, strict=False) for entry in entries]
+    assert [(x.format, x.errors, len(x.records)) for x in loaded] == [
+        ("alpaca", [], 175), ("prompt_reference", [], 500), ("qa_json", [], 50), ("hh_rlhf", [], 300), ("pretraining", [], 741)]

@@ -1,6 +1,8 @@
 """Mixing sources: exact amounts, determinism in the seed, per-epoch resampling, the report."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oa_core.config import DatasetSpec
 from oa_core.errors import OAError
@@ -81,3 +83,21 @@ def test_draw_samples_without_replacement_then_repeats():
     assert len(set(idx)) == 4 and idx == sorted(idx) and all(0 <= i < 10 for i in idx)
     repeated = draw(3, 7, random.Random(0))
     assert len(repeated) == 7 and repeated[:6] == [0, 1, 2, 0, 1, 2] and repeated[6] in (0, 1, 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.one_of(st.none(), st.floats(0.05, 3.0), st.integers(1, 90))), min_size=1, max_size=4),
+       st.integers(0, 2**31), st.integers(0, 5), st.booleans())
+def test_mix_amounts_are_exact_for_any_sources(specs, seed, epoch, resample):
+    sources = []
+    for i, (n, amount) in enumerate(specs):
+        kw = {} if amount is None else {"sample_rate": amount} if isinstance(amount, float) else {"num_samples": amount}
+        sources.append(source(f"s{i}_", n, **kw))
+    records, report = mix(sources, seed=seed, epoch=epoch, per_epoch_resample=resample)
+    for i, ((n, amount), row) in enumerate(zip(specs, report.sources, strict=True)):
+        want = n if amount is None else round(amount * n) if isinstance(amount, float) else amount
+        got = [r for r in names(records) if r.startswith(f"s{i}_")]
+        assert row.taken == len(got) == want
+        counts = [got.count(f"s{i}_{j}") for j in range(n)]
+        assert max(counts) - min(counts) <= 1  # repeats are spread evenly: whole copies, then distinct extras
+    assert names(records) == names(mix(sources, seed=seed, epoch=epoch, per_epoch_resample=resample)[0])
