@@ -1,0 +1,82 @@
+"""Model provider and patcher: tokenizer, model, new tokens, patches, PEFT or freezing.
+
+Importing this package is light (pydantic only); torch, transformers and peft load inside the functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oa_train.model.settings import (
+    FreezeSettings,
+    NewToken,
+    NewTokenSettings,
+    PeftSettings,
+    register_sections,
+)
+
+__all__ = ["FreezeSettings", "NewToken", "NewTokenSettings", "PeftSettings", "prepare_model", "register_sections"]
+
+
+def prepare_model(run_config, registry=None, *, num_labels: int | None = None, show_table: bool = True):
+    """Build the model of a validated run config; returns ``(model, tokenizer, manifest)``.
+
+    In order: tokenizer, model, new tokens, patches (``model.patches``), then an existing adapter
+    (``model.adapter_path``, kept trainable), a new PEFT adapter (``peft``) or freezing (``freeze``),
+    and the trainable-parameter table (printed when ``show_table``, always in ``manifest["trainable"]``).
+    """
+    from oa_core.errors import OAError
+    from oa_core.plugins import get_registry
+    from oa_train.model.freezing import apply_freeze, trainable_report
+    from oa_train.model.patcher import apply_patches
+    from oa_train.model.peft_setup import apply_peft, load_adapter, qlora_quantization
+    from oa_train.model.provider import load_model, load_tokenizer
+    from oa_train.model.tokens import add_new_tokens, resize_embeddings
+
+    settings = run_config.model
+    if settings is None:
+        raise OAError("model: no model given", hint="add a model: section with at least path:")
+    peft = getattr(run_config, "peft", None) or PeftSettings()
+    freeze = getattr(run_config, "freeze", None) or FreezeSettings()
+    adapter = settings.adapter_path
+    if peft.method != "none" and freeze.active:
+        raise OAError(
+            f"freeze: applies to full fine-tuning only (peft.method is {peft.method}, the base model is frozen)",
+            hint="remove the freeze section or set peft.method: none",
+        )
+    if adapter and (peft.method != "none" or freeze.active):
+        raise OAError(
+            "model.adapter_path: cannot be combined with peft.method or freeze",
+            hint="continue the saved adapter (no peft/freeze section) or start a new one (no adapter_path)",
+        )
+
+    tok_settings = run_config.tokenizer
+    if adapter and tok_settings.path is None and (Path(adapter).expanduser() / "tokenizer_config.json").is_file():
+        tok_settings = tok_settings.model_copy(update={"path": adapter})  # it holds the adapter's new tokens
+    tokenizer = load_tokenizer(tok_settings, settings)
+    quantization = qlora_quantization(peft) if peft.method == "qlora" else None
+    model = load_model(settings, num_labels=num_labels, quantization=quantization)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    resize_embeddings(model, len(tokenizer))
+    new_ids = add_new_tokens(model, tokenizer, getattr(run_config, "new_tokens", None))
+    patches = apply_patches(model, settings.patches, registry or get_registry())
+    if adapter:
+        model = load_adapter(model, adapter, trainable=True)
+    elif peft.method != "none":
+        model = apply_peft(model, peft, tokenizer=tokenizer, new_token_ids=new_ids)
+    else:
+        apply_freeze(model, freeze)
+    report = trainable_report(model)
+    if show_table:
+        print(report.render())
+    new_tokens = getattr(run_config, "new_tokens", None)
+    manifest = {
+        "model": settings.path,
+        "adapter_path": adapter,
+        "peft": peft.method,
+        "patches": patches,
+        "new_tokens": {t.token: i for t, i in zip(new_tokens.tokens, new_ids)} if new_tokens else {},
+        "trainable": report.to_dict(),
+    }
+    return model, tokenizer, manifest

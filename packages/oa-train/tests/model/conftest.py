@@ -1,0 +1,78 @@
+"""Tiny random-init models saved to local folders, and the real Llama-2 tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TOKENIZER = Path(__file__).resolve().parents[4] / "assets" / "tokenizers" / "llama2-sp"
+VOCAB = 32000
+
+
+def llama_config(**kw):
+    from transformers import LlamaConfig
+
+    base = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=VOCAB, pad_token_id=0,
+    )
+    return LlamaConfig(**(base | kw))
+
+
+def _save(model, path: Path) -> str:
+    model.save_pretrained(path, safe_serialization=True)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path() -> str:
+    return str(TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, str]:
+    """Local folders: llama (tied / untied embeddings), llama classifier, gpt2."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, LlamaForSequenceClassification
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    return {
+        "llama_tied": _save(LlamaForCausalLM(llama_config(tie_word_embeddings=True)), root / "llama_tied"),
+        "llama_untied": _save(LlamaForCausalLM(llama_config(tie_word_embeddings=False)), root / "llama_untied"),
+        "llama_cls": _save(LlamaForSequenceClassification(llama_config(num_labels=2)), root / "llama_cls"),
+        "gpt2": _save(
+            GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=64)), root / "gpt2"
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def _tokenizer(tokenizer_path):
+    from oa_core.config import TokenizerSettings
+
+    from oa_train.model.provider import load_tokenizer
+
+    return load_tokenizer(TokenizerSettings(path=tokenizer_path))
+
+
+@pytest.fixture
+def tokenizer(_tokenizer):
+    """A fresh copy per test (tests add tokens to it)."""
+    import copy
+
+    return copy.deepcopy(_tokenizer)
+
+
+@pytest.fixture
+def load(model_dirs):
+    """``load(name, **model_settings)``: the tiny model ``name`` through ``load_model``."""
+    from oa_core.config import ModelSettings
+
+    from oa_train.model.provider import load_model
+
+    def _load(name: str, **kw):
+        return load_model(ModelSettings(path=model_dirs[name], dtype="float32", **kw))
+
+    return _load
