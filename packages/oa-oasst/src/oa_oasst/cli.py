@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from oa_core.errors import OAError
 
 KINDS = ("sft", "ranked", "pairs")
+HELP = "see 'oa data oasst export --help'"
 
 
 def _name_values(values: tuple[str, ...], flag: str) -> dict[str, float]:
@@ -35,8 +36,8 @@ def build_options(kind: str, given: dict):
         err = e.errors()[0]
         flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "options"
         if err["type"] == "extra_forbidden":
-            raise OAError(f"{flag} does not apply to --to {kind}", hint="see 'oa data oasst export --help'") from None
-        raise OAError(f"{flag}: {err['msg']}", hint="see 'oa data oasst export --help'") from None
+            raise OAError(f"{flag} does not apply to --to {kind}", hint=HELP) from None
+        raise OAError(f"{flag}: {err['msg']}", hint=HELP) from None
 
 
 @click.group("oasst")
@@ -72,7 +73,8 @@ def export_cmd(src, dst, kind, lang, tree_states, include_deleted, include_synth
     given = {
         "langs": lang, "tree_states": list(tree_states) or None, "include_deleted": include_deleted or None,
         "include_synthetic": include_synthetic or None, "require_review": False if any_review else None,
-        "min_labels": _name_values(min_label, "--min-label") or None, "max_labels": _name_values(max_label, "--max-label") or None,
+        "min_labels": _name_values(min_label, "--min-label") or None,
+        "max_labels": _name_values(max_label, "--max-label") or None,
         "top_k": top_k, "system_tag": system_tag or None, "tag_dropout": tag_dropout,
         "tag_drop": _name_values(tag_drop, "--tag-drop") or None, "seed": seed, "pairs": pair_mode,
         "min_replies": min_replies, "strict": strict or None,

@@ -16,7 +16,7 @@ class FilterOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     langs: list[str] | None = Field(None, description="keep only messages in these languages (None: all)")
-    tree_states: list[str] | None = Field(None, description="keep only trees in these states, e.g. [ready_for_export]")
+    tree_states: list[str] | None = Field(None, description="keep only trees in these states (None: all)")
     include_deleted: bool = Field(False, description="keep messages flagged deleted")
     include_synthetic: bool = Field(False, description="keep synthetic (model-written) messages")
     require_review: bool = Field(True, description="keep only messages whose review_result is true")

@@ -96,7 +96,8 @@ def check_structure(root: OasstMessage, locate: Locate, prefix: str = "") -> Non
     while stack:  # depth-first in file order, so the first problem in the file is reported
         node, parent, path = stack.pop()
         if node.message_id in seen:
-            fail(node, path, "message_id", f"duplicate message_id '{node.message_id}' (a cycle or a repeated message)")
+            fail(node, path, "message_id",
+                 f"duplicate message_id '{node.message_id}' (a cycle or a repeated message)")
         seen.add(node.message_id)
         if parent is not None:
             if node.parent_id is not None and node.parent_id != parent.message_id:
@@ -121,7 +122,8 @@ def assemble(tree_id: str, items: list[tuple[int, OasstMessage]]) -> OasstTree:
         msg.replies = []
     roots = [(line, m) for line, m in items if m.parent_id is None]
     if not roots:
-        raise BadTree(items[0][0], "parent_id", f"tree '{tree_id}' has no root message (parent_id null): a cycle", n)
+        raise BadTree(items[0][0], "parent_id",
+                      f"tree '{tree_id}' has no root message (parent_id null): a cycle", n)
     if len(roots) > 1:
         raise BadTree(roots[1][0], "parent_id", f"tree '{tree_id}' has a second root message (first on line "
                       f"{roots[0][0]})", n)
@@ -130,7 +132,8 @@ def assemble(tree_id: str, items: list[tuple[int, OasstMessage]]) -> OasstTree:
             continue
         parent = by_id.get(msg.parent_id)
         if parent is None:
-            raise BadTree(line, "parent_id", f"parent '{msg.parent_id}' is not in tree '{tree_id}' (missing parent)", n)
+            raise BadTree(line, "parent_id",
+                          f"parent '{msg.parent_id}' is not in tree '{tree_id}' (missing parent)", n)
         parent.replies.append(msg)
     root = roots[0][1]
     reached = _reachable(root)

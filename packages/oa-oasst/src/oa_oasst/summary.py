@@ -53,7 +53,8 @@ class Summary:
         """A few human-readable lines."""
         drops = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) or "none"
         out = [
-            f"{self.source}: {self.lines} lines, {self.trees} trees read, {self.bad_trees} bad trees/lines skipped",
+            f"{self.source}: {self.lines} lines, {self.trees} trees read, "
+            f"{self.bad_trees} bad trees/lines skipped",
             f"messages: {self.messages} in = {self.used} used + {self.unused} unused (no record needs them)"
             f" + {self.invalid} in bad trees + {sum(self.dropped.values())} dropped ({drops})",
             f"records: {self.records}",
