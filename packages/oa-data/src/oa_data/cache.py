@@ -39,8 +39,9 @@ def fingerprint(files: Iterable[str | os.PathLike], tokenizer_dir: str | os.Path
                 template_text: str | None, options: Mapping[str, Any] | None = None) -> str:
     """A hex key over data file contents, tokenizer files, template text and options.
 
-    ``files`` and ``tokenizer_dir`` may be files or folders; a name that is not a local path (a hub id)
-    enters the key as text (give its revision in ``options``). File order matters (it is the mix order).
+    ``files`` (e.g. the ``LoadedSource.files`` of every source) and ``tokenizer_dir`` may be files or
+    folders; a name that is not a local path (a hub id) enters the key as text (give its revision in
+    ``options``). File order matters (it is the mix order).
     """
     h = hashlib.sha256(f"oa-data-cache:{CACHE_VERSION}".encode())
     for part, items in (("data", list(files)), ("tokenizer", [] if tokenizer_dir is None else [tokenizer_dir])):
