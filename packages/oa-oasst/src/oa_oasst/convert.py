@@ -22,12 +22,12 @@ def best_first(replies: list[OasstMessage] | None) -> list[OasstMessage]:
     return sorted(replies or [], key=lambda m: (m.rank is None, m.rank or 0))
 
 
-def _reply(m: OasstMessage) -> Message:
+def _message(m: OasstMessage) -> Message:
     return Message(role=ROLES[m.role], content=m.text)
 
 
 def _messages(path: list[OasstMessage]) -> list[Message]:
-    return [_reply(m) for m in path]
+    return [_message(m) for m in path]
 
 
 # ---------------------------------------------------------------- SFT threads
@@ -66,7 +66,7 @@ def _conversation(tree_id: str, path: list[OasstMessage], options: SftOptions) -
             tag = system_tag(m, options)
             if tag:
                 messages.append(Message(role="system", content=tag))
-        messages.append(_reply(m))
+        messages.append(_message(m))
     meta = {"source": SOURCE, "message_tree_id": tree_id, "message_ids": [m.message_id for m in path]}
     return Conversation(messages=messages, metadata=meta)
 
@@ -138,7 +138,7 @@ def pairs(tree_id: str, root: OasstMessage, options: PairOptions) -> tuple[list[
                 meta = {"source": SOURCE, "message_tree_id": tree_id, "parent_id": path[-1].message_id,
                         "chosen_id": chosen.message_id, "rejected_id": rejected.message_id,
                         "chosen_rank": chosen.rank, "rejected_rank": rejected.rank}
-                out.append(PreferencePair(prompt=prompt, chosen=[_reply(chosen)], rejected=[_reply(rejected)],
+                out.append(PreferencePair(prompt=prompt, chosen=[_message(chosen)], rejected=[_message(rejected)],
                                           metadata=meta))
                 used.update((chosen.message_id, rejected.message_id))
         if any(r.message_id in used for r in replies):
