@@ -1,0 +1,38 @@
+"""`oa train CONFIG`: dispatch on the config's ``method:``; one process, or N through accelerate."""
+
+from __future__ import annotations
+
+import click
+
+from oa_core.errors import OAError
+
+
+def add_commands(cli: click.Group) -> None:
+    cli.add_command(train)
+
+
+@click.command("train")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value (repeatable).")
+@click.option("--resume", metavar="PATH|auto", help="Resume from a checkpoint folder, or the latest one (auto).")
+@click.option("--num-processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes (GPUs) to train on, started with accelerate launch.")
+@click.option("--accelerate-config", type=click.Path(exists=True, dir_okay=False),
+              help="accelerate config file: DDP, DeepSpeed ZeRO-2/3 or FSDP preset (examples/configs/accelerate).")
+def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_processes: int,
+          accelerate_config: str | None) -> None:
+    """Train as CONFIG says (method: sft, pretrain, ...); writes into its output_dir."""
+    from oa_core.config import load_config
+    from oa_core.plugins import get_registry
+    from oa_train.launch import in_worker, launch
+
+    overrides = [*overrides, *([f"train.resume_from={resume}"] if resume else [])]
+    loaded = load_config(config_file, overrides)  # validate before starting any worker
+    if (num_processes > 1 or accelerate_config) and not in_worker():
+        args = [config_file, *(a for o in overrides for a in ("--set", o))]
+        rc = launch(args, num_processes=num_processes, accelerate_config=accelerate_config)
+        if rc:
+            raise OAError(f"training failed in a worker process (exit code {rc})", hint="see the worker output above")
+        return
+    method = get_registry().get("method", loaded.config.method)
+    method.run(loaded)

@@ -1,0 +1,40 @@
+"""Token-level cross-entropy, normalised by the GLOBAL number of supervised tokens of an optimizer step.
+
+Each micro-batch contributes ``sum of its token losses / N`` where ``N`` counts the supervised tokens of
+all micro-batches of the step on all processes. The summed gradient then equals the gradient of the mean
+loss over every supervised token of the step, so ``gradient_accumulation_steps=k`` gives the same update
+as a k-times larger batch, and 2 processes the same as one with twice the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from oa_train.training.batching import IGNORE
+
+
+def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return model(**inputs, use_cache=False).logits
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-target losses (float32) and whether the argmax was right, for supervised positions only."""
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    picked = logits[:, :-1][keep].float()
+    wanted = targets[keep]
+    return F.cross_entropy(picked, wanted, reduction="none"), picked.argmax(-1) == wanted
+
+
+def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed token loss of a micro-batch and the number of correct argmax predictions."""
+    losses, correct = token_losses(forward_logits(model, batch), batch["labels"])
+    return losses.sum(), int(correct.sum())
+
+
+def global_count(accelerator, local: int) -> int:
+    """Sum of ``local`` over all processes."""
+    t = torch.tensor([local], device=accelerator.device, dtype=torch.long)
+    return int(accelerator.reduce(t, reduction="sum").item())

@@ -1,0 +1,79 @@
+"""Run logs: ``metrics.jsonl`` and ``loss_curve.png`` in the output folder, accelerate trackers
+(tensorboard, wandb, mlflow) for ``report_to``, and one stdout line per logging step."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from oa_core.errors import OAError
+from oa_core.io import atomic_write_text
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def trackers(report_to: list[str]) -> list[str] | None:
+    """``log_with`` for the Accelerator; a one-line error when a tracker's package is missing."""
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    names = [r for r in report_to if r != "none"]
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
+    for name in names:
+        if not available[name]():
+            raise OAError(f"train.report_to: '{name}' is not installed", hint=f"pip install {name}, or report_to: none")
+    return names or None
+
+
+class RunLog:
+    """The history of logged records (train and eval), persisted as jsonl and plotted."""
+
+    def __init__(self, output_dir: str | Path, history: list[dict] | None = None):
+        self.dir = Path(output_dir)
+        self.history = list(history or [])
+
+    def add(self, record: dict) -> None:
+        self.history.append(record)
+        text = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write_text(self.dir / "metrics.jsonl", text)
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
+        return [s for s, _ in pts], [v for _, v in pts]
+
+    def plot(self, name: str = "loss_curve.png") -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        for key, style in (("loss", "-"), ("eval_loss", "o-")):
+            xs, ys = self.series(key)
+            if xs:
+                ax.plot(xs, ys, style, label=key)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss (per supervised token)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = self.dir / name
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=self.dir)
+        os.close(fd)
+        try:
+            fig.savefig(tmp)
+            os.replace(tmp, path)
+        finally:
+            plt.close(fig)
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+
+def format_record(record: dict, total_steps: int) -> str:
+    parts = [f"step {record['step']}/{total_steps}"]
+    for k, v in record.items():
+        if k != "step":
+            parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return "  ".join(parts)
