@@ -18,6 +18,9 @@ def test_export_sft_with_lang(small_path, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "messages: 15 in = 4 used + 7 unused" in err and f"wrote {out} (1 sft records)" in err
     assert [p.name for p in out.parent.iterdir()] == ["sft.jsonl"]  # no temp file left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_export_pairs_and_label_filter(small_path, tmp_path):
