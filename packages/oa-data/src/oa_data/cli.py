@@ -1,7 +1,151 @@
-"""`oa data ...` commands."""
+"""`oa data preview|validate|stats CONFIG`: look at the data exactly as training will see it."""
 
 from __future__ import annotations
 
+import click
 
-def add_commands(cli) -> None:
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value (repeatable)."
+)
+split_option = click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True)
+
+
+def add_commands(cli: click.Group) -> None:
     """Add `preview`, `validate`, `stats` under the `oa data` group."""
+    group = cli.commands["data"]
+    group.add_command(preview)
+    group.add_command(validate)
+    group.add_command(stats)
+
+
+def _load(config: str, overrides: tuple[str, ...]):
+    from oa_core.config import load_config
+
+    from oa_data.tokenizer import load_tokenizer
+
+    cfg = load_config(config, list(overrides)).config
+    return cfg, load_tokenizer(cfg.tokenizer, cfg.model)
+
+
+def _specs(cfg, split: str):
+    from oa_core.errors import OAError
+
+    specs = list(cfg.datasets if split == "train" else cfg.eval_datasets)
+    if not specs:
+        key = "datasets" if split == "train" else "eval_datasets"
+        raise OAError(f"the config has no `{key}`", hint=f"add entries under {key}:")
+    return specs
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-n", "num", default=3, show_default=True, help="How many samples to show.")
+@split_option
+@set_option
+def preview(config: str, num: int, split: str, overrides: tuple[str, ...]) -> None:
+    """Show rendered samples with the supervised tokens highlighted (green: trained on)."""
+    from rich.console import Console
+    from rich.text import Text as RichText
+
+    from oa_data.mixing import mix
+    from oa_data.pipeline import data_settings, load_sources, prepare_tokenizer_and_template
+    from oa_data.tokenize import IGNORE_INDEX, encode_record
+    from oa_data.truncation import truncate
+
+    cfg, tokenizer = _load(config, overrides)
+    settings = data_settings(cfg)
+    sources = load_sources(_specs(cfg, split), settings, progress=False)
+    records, _ = mix(sources, cfg.seed)
+    template, changes = prepare_tokenizer_and_template(cfg, tokenizer, records[:num])
+    console = Console(soft_wrap=True, highlight=False)
+    for note in changes.notes:
+        console.print(f"[yellow]tokenizer:[/yellow] {note}")
+    if template is not None:
+        console.print(f"[bold]template:[/bold] {template.name}  end of turn: {template.end_of_turn!r}")
+    for i, record in enumerate(records[:num]):
+        enc = encode_record(record, tokenizer, template, settings, index=i)
+        cut = truncate(enc, settings.max_length, settings.truncation, settings.min_length)
+        shown = cut if cut is not None else enc
+        status = "kept" if cut is enc else ("truncated" if cut is not None else "DROPPED (too long/short)")
+        console.rule(f"sample {i} ({record.kind}): {len(shown)} tokens, {shown.num_supervised} supervised, {status}")
+        out = RichText()
+        for is_label, ids in _runs(shown.input_ids, [x != IGNORE_INDEX for x in shown.labels]):
+            out.append(tokenizer.decode(ids), style="bold green" if is_label else "dim")
+        console.print(out)
+
+
+def _runs(ids: list[int], flags: list[bool]):
+    start = 0
+    for k in range(1, len(ids) + 1):
+        if k == len(ids) or flags[k] != flags[start]:
+            yield flags[start], ids[start:k]
+            start = k
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@split_option
+@set_option
+def validate(config: str, split: str, overrides: tuple[str, ...]) -> None:
+    """Check every record: format fields, schema, template rendering, loss masks. Lists all problems."""
+    from tqdm.auto import tqdm
+
+    from oa_core.errors import OAError
+    from oa_data.pipeline import data_settings, load_sources, prepare_tokenizer_and_template
+    from oa_data.tokenize import encode_record
+
+    cfg, tokenizer = _load(config, overrides)
+    settings = data_settings(cfg)
+    sources = load_sources(_specs(cfg, split), settings, strict=False)
+    problems = [e for _, loaded in sources for e in loaded.errors]
+    all_records = [r for _, loaded in sources for r in loaded.records]
+    template, _ = prepare_tokenizer_and_template(cfg, tokenizer, all_records)
+    checked = 0
+    for _, loaded in sources:
+        for i, record in enumerate(tqdm(loaded.records, desc=f"checking {loaded.source}", leave=False)):
+            checked += 1
+            try:
+                encode_record(record, tokenizer, template, settings, index=i, source=loaded.source)
+            except OAError as e:
+                problems.append(str(e))
+    rows = sum(loaded.n_rows for _, loaded in sources)
+    for line in problems:
+        click.echo(f"error: {line}", err=True)
+    click.echo(f"{rows} rows read, {checked} records encoded, {len(problems)} problem(s)")
+    if problems:
+        raise click.exceptions.Exit(2)
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@split_option
+@click.option("--no-cache", is_flag=True, help="Rebuild instead of loading the tokenized cache.")
+@set_option
+def stats(config: str, split: str, no_cache: bool, overrides: tuple[str, ...]) -> None:
+    """Counts, length histogram, supervised fraction and packing efficiency of the prepared data."""
+    from oa_data.pipeline import prepare_split
+
+    cfg, tokenizer = _load(config, overrides)
+    _specs(cfg, split)
+    prepared = prepare_split(cfg, tokenizer, split, use_cache=not no_cache)
+    for line in prepared.report.lines():
+        click.echo(line)
+    lengths = [len(x) for x in prepared.dataset["input_ids"]]
+    supervised = sum(sum(1 for t in labels if t != -100) for labels in prepared.dataset["labels"])
+    click.echo(f"rows: {len(lengths)}  tokens: {sum(lengths)}  supervised tokens: {supervised} "
+               f"({supervised / max(sum(lengths), 1):.1%})  min/mean/max length: {min(lengths)}/"
+               f"{sum(lengths) / len(lengths):.0f}/{max(lengths)}")
+    for line in histogram(lengths):
+        click.echo(line)
+
+
+def histogram(values: list[int], bins: int = 10, width: int = 40) -> list[str]:
+    """An ASCII histogram of ``values``: one line per bin, ``[lo, hi) count bar``."""
+    lo, hi = min(values), max(values)
+    step = max((hi - lo + bins) // bins, 1)
+    counts = [0] * bins
+    for v in values:
+        counts[min((v - lo) // step, bins - 1)] += 1
+    top = max(counts)
+    return [f"  {lo + k * step:>6}-{lo + (k + 1) * step - 1:<6} {c:>6} {'#' * round(width * c / top)}"
+            for k, c in enumerate(counts)]

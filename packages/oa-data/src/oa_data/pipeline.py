@@ -1,0 +1,260 @@
+"""Run config -> tokenized (and packed) datasets, with a report of everything that happened to the data.
+
+Recipe: load every source through its format -> mix -> render + tokenize + mask -> truncate per
+dataset -> (PoSE positions) -> check supervision -> (pack) -> cache. The result is keyed by a content
+hash of data files, tokenizer files, template text and options, so a second run loads it from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from oa_core.config import DatasetSpec
+from oa_core.errors import OAError, RecordError
+from oa_core.schema import Text
+
+from oa_data.loading import LoadedSource, data_files, load_records
+from oa_data.mixing import MixReport, mix
+from oa_data.settings import DataSettings
+from oa_data.tokenize import Encoded, SupervisionReport, encode_record
+from oa_data.truncation import TruncationReport, truncate
+
+COLUMNS = ("input_ids", "labels", "position_ids")
+
+
+@dataclass
+class SplitReport:
+    """What happened to one split: the realised mix, truncation per source, supervision, packing."""
+
+    split: str
+    mix: MixReport
+    truncation: dict[str, TruncationReport] = field(default_factory=dict)
+    supervision: SupervisionReport = field(default_factory=SupervisionReport)
+    samples: int = 0
+    rows: int = 0
+    tokens: int = 0
+    packing_efficiency: float | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"[{self.split}] mix (seed {self.mix.seed}, epoch {self.mix.epoch}):", *("  " + x for x in self.mix.lines())]
+        out += [f"  {t.summary(name)}" for name, t in self.truncation.items()]
+        out.append(f"  supervision: {self.supervision.summary()}")
+        out.append(f"  {self.samples} samples -> {self.rows} rows, {self.tokens} tokens")
+        if self.packing_efficiency is not None:
+            out.append(f"  packing efficiency: {self.packing_efficiency:.1%}")
+        return out
+
+
+@dataclass
+class PreparedSplit:
+    dataset: Any  # datasets.Dataset with COLUMNS (position_ids only when packed or PoSE)
+    report: SplitReport
+    cache_key: str | None = None
+    from_cache: bool = False
+
+
+def data_settings(cfg: Any) -> DataSettings:
+    return getattr(cfg, "data", None) or DataSettings()
+
+
+def load_sources(specs: list[DatasetSpec], settings: DataSettings, *, strict: bool = True,
+                 progress: bool | None = None) -> list[tuple[DatasetSpec, LoadedSource]]:
+    return [(spec, load_records(spec, strict=strict, num_proc=settings.num_proc, progress=progress)) for spec in specs]
+
+
+def needs_template(records: list[Any]) -> bool:
+    return any(not isinstance(r, Text) for r in records)
+
+
+def prepare_tokenizer_and_template(cfg: Any, tokenizer: Any, records: list[Any] | None = None):
+    """Resolve the chat template and add its special tokens and ``data.add_special_tokens`` (and a pad
+    distinct from eos) to ``tokenizer`` in place. Returns ``(template or None, TokenizerChanges)``."""
+    from oa_data.special_tokens import prepare_tokenizer
+    from oa_data.templates import resolve_template
+
+    settings = data_settings(cfg)
+    template = None
+    if records is None or needs_template(records):
+        template = resolve_template(settings, tokenizer)
+    changes = prepare_tokenizer(tokenizer, settings.add_special_tokens, template)
+    return template, changes
+
+
+def _origins(sources: list[tuple[DatasetSpec, LoadedSource]]) -> dict[int, tuple[int, int]]:
+    """id(record) -> (source number, record index in that source), for error messages after mixing."""
+    return {id(r): (s, i) for s, (_, loaded) in enumerate(sources) for i, r in enumerate(loaded.records)}
+
+
+def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSource]], tokenizer: Any,
+                 template: Any, settings: DataSettings, report: SplitReport, seed: int,
+                 progress: bool | None = None) -> list[Encoded | dict]:
+    """Encode and truncate every record (per-dataset rules); PoSE positions when configured."""
+    from oa_data.pose import pose_position_ids
+
+    origins = _origins(sources)
+    rng = random.Random(f"{seed}:{report.split}:truncate")
+    pose_rng = random.Random(f"{seed}:{report.split}:pose")
+    out: list[Encoded | dict] = []
+    for name in (loaded.source for _, loaded in sources):
+        report.truncation.setdefault(name, TruncationReport())
+    for record in _progress(records, f"tokenizing {report.split}", progress):
+        s, i = origins[id(record)]
+        spec, loaded = sources[s]
+        enc = encode_record(record, tokenizer, template, settings, index=i, source=loaded.source)
+        report.supervision.add(enc)
+        enc = truncate(
+            enc,
+            spec.max_length or settings.max_length,
+            spec.truncation or settings.truncation,
+            spec.min_length or settings.min_length,
+            rng,
+            report.truncation[loaded.source],
+        )
+        if enc is None:
+            continue
+        if settings.pose is not None:
+            p = settings.pose
+            positions = pose_position_ids(enc.input_ids, p.max_context_len, p.split_on_token_ids, p.num_chunks, pose_rng)
+            enc = {"input_ids": enc.input_ids, "labels": enc.labels, "position_ids": positions}
+        out.append(enc)
+    return out
+
+
+def _progress(items, desc: str, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="sample", disable=(not enabled) if enabled is not None else None, leave=False)
+
+
+def _row(ex: Encoded | dict) -> dict[str, list[int]]:
+    if isinstance(ex, dict):
+        return {k: list(v) for k, v in ex.items() if k in COLUMNS}
+    return {"input_ids": list(ex.input_ids), "labels": list(ex.labels)}
+
+
+def to_rows(examples: list[Encoded | dict], settings: DataSettings, report: SplitReport) -> list[dict]:
+    """Rows for the dataset: packed best-fit-decreasing into ``max_length`` bins when ``data.packing``."""
+    from oa_data.packing import collate_packed, pack_bfd, packing_efficiency
+
+    if not settings.packing:
+        rows = [_row(ex) for ex in examples]
+    else:
+        lengths = [len(_row(ex)["input_ids"]) for ex in examples]
+        bins = pack_bfd(lengths, settings.max_length)
+        report.packing_efficiency = packing_efficiency(bins, lengths, settings.max_length)
+        rows = []
+        for b in bins:
+            packed = collate_packed(examples, b)
+            rows.append({k: packed[k] for k in COLUMNS})
+    report.rows = len(rows)
+    report.tokens = sum(len(r["input_ids"]) for r in rows)
+    return rows
+
+
+def template_text(template: Any) -> str | None:
+    """Everything about a template that changes its output (for the cache key)."""
+    if template is None:
+        return None
+    return json.dumps([template.jinja, template.end_of_turn, dict(template.variables)], sort_keys=True, default=str)
+
+
+def cache_key(cfg: Any, specs: list[DatasetSpec], tokenizer: Any, template_text: str | None, split: str, epoch: int) -> str:
+    from oa_data.cache import fingerprint
+
+    settings = data_settings(cfg)
+    files = [f for spec in specs for f in (data_files(spec.path) or [spec.path])]
+    options = {
+        "split": split,
+        "seed": cfg.seed,
+        "epoch": epoch if settings.per_epoch_resample else 0,
+        "data": settings.model_dump(mode="json", exclude={"cache_dir", "num_proc"}),
+        "datasets": [s.model_dump(mode="json") for s in specs],
+        "vocab": len(tokenizer),
+        "special": sorted(map(str, tokenizer.all_special_tokens)),
+    }
+    tok_dir = getattr(tokenizer, "name_or_path", None)
+    return fingerprint(files, tok_dir, template_text, options)
+
+
+def prepare_split(cfg: Any, tokenizer: Any, split: str = "train", *, epoch: int = 0, use_cache: bool = True,
+                  progress: bool | None = None) -> PreparedSplit | None:
+    """Tokenized dataset of one split (``train``: ``datasets``, ``eval``: ``eval_datasets``); None if empty.
+
+    The tokenizer must already be prepared (:func:`prepare_tokenizer_and_template`); this function
+    does it again idempotently.
+    """
+    import datasets
+
+    settings = data_settings(cfg)
+    specs = list(cfg.datasets if split == "train" else cfg.eval_datasets)
+    if not specs:
+        return None
+    template, _ = prepare_tokenizer_and_template(cfg, tokenizer) if _any_chat(specs) else (None, None)
+    key = cache_key(cfg, specs, tokenizer, template_text(template), split, epoch) if use_cache else None
+    meta_name = "oa_report.json"
+
+    def build():
+        sources = load_sources(specs, settings, progress=progress)
+        records, mix_report = mix(sources, cfg.seed, epoch, settings.per_epoch_resample)
+        report = SplitReport(split, mix_report, samples=len(records))
+        examples = encode_split(records, sources, tokenizer, template, settings, report, cfg.seed, progress)
+        report.supervision.check(f"{split} data", settings.train_on_inputs)
+        if not examples:
+            raise OAError(f"{split} data: every sample was dropped", hint="; ".join(t.summary(n) for n, t in report.truncation.items()))
+        rows = to_rows(examples, settings, report)
+        ds = datasets.Dataset.from_list(rows)
+        ds.info.description = json.dumps({meta_name: report.lines()})
+        build.report = report
+        return ds
+
+    build.report = None
+    if key is None:
+        ds = build()
+        return PreparedSplit(ds, build.report)
+    from oa_data.cache import cached
+
+    ds = cached(key, build, settings.cache_dir)
+    report = build.report
+    if report is None:  # cache hit: keep the lines of the report that built it
+        report = CachedReport(split, json.loads(ds.info.description or "{}").get(meta_name, []))
+    return PreparedSplit(ds, report, key, from_cache=build.report is None)
+
+
+def _any_chat(specs: list[DatasetSpec]) -> bool:
+    from oa_core.plugins import get_registry
+
+    reg = get_registry()
+    return any(reg.get("dataset_format", s.format).record_type is not Text for s in specs)
+
+
+@dataclass
+class CachedReport:
+    """The report of a split loaded from the cache (its lines, as written when it was built)."""
+
+    split: str
+    saved_lines: list[str]
+
+    def lines(self) -> list[str]:
+        return [*self.saved_lines, f"  (loaded from the tokenized cache)"]
+
+
+def build_sft_datasets(cfg: Any, tokenizer: Any, *, epoch: int = 0, progress: bool | None = None):
+    """``(train, eval)`` datasets of ``input_ids``/``labels`` (+ ``position_ids``) for the SFT recipe."""
+    train = prepare_split(cfg, tokenizer, "train", epoch=epoch, progress=progress)
+    if train is None:
+        raise OAError("no training data: the config has no `datasets`", hint="add at least one entry under datasets:")
+    evaluation = prepare_split(cfg, tokenizer, "eval", epoch=epoch, progress=progress)
+    return train.dataset, (evaluation.dataset if evaluation else None)
+
+
+__all__ = [
+    "PreparedSplit",
+    "RecordError",
+    "SplitReport",
+    "build_sft_datasets",
+    "prepare_split",
+    "prepare_tokenizer_and_template",
+]

@@ -1,0 +1,122 @@
+"""The whole data pipeline from a run config, and the `oa data` commands."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from oa_cli.main import _add_plugin_commands, cli
+from oa_core.config import load_config
+from oa_data.packing import attention_mask_from_position_ids
+from oa_data.pipeline import build_sft_datasets, prepare_split
+
+ROOT = Path(__file__).resolve().parents[3]
+TOKENIZER = str(ROOT / "assets" / "tokenizers" / "llama2-sp")
+
+
+def conversation(i, answer="Sure."):
+    return {"messages": [{"role": "user", "content": f"Question number {i}?"}, {"role": "assistant", "content": answer}]}
+
+
+def write_config(tmp_path, rows, **data):
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {
+        "method": "sft",
+        "model": {"path": TOKENIZER},
+        "datasets": [{"path": str(tmp_path / "chat.jsonl"), "format": "openai"}],
+        "data": {"chat_template": "chatml", "max_length": 64, "cache_dir": str(tmp_path / "cache"), **data},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(raw_tokenizers):
+    return raw_tokenizers["llama"]
+
+
+def test_packed_split_is_cached_and_masks_never_cross_samples(tmp_path, tokenizer):
+    rows = [conversation(i, "Yes. " * (i % 7 + 1)) for i in range(40)]
+    cfg = load_config(write_config(tmp_path, rows, packing=True)).config
+    tok = copy.deepcopy(tokenizer)
+    first = prepare_split(cfg, tok, progress=False)
+    assert not first.from_cache and first.report.supervision.samples == 40
+    assert 0.5 < first.report.packing_efficiency <= 1.0
+    total = 0
+    for row in first.dataset:
+        pos = row["position_ids"]
+        starts = [k for k, p in enumerate(pos) if p == 0]
+        mask = attention_mask_from_position_ids(pos)
+        for a, b in zip(starts, starts[1:] + [len(pos)]):
+            assert not mask[a:b, :a].any() and not mask[b:, a:b].any()
+        total += len(starts)
+    assert total == 40
+    again = prepare_split(cfg, copy.deepcopy(tokenizer), progress=False)
+    assert again.from_cache and again.cache_key == first.cache_key
+    assert again.dataset["input_ids"] == first.dataset["input_ids"]
+    assert any("loaded from the tokenized cache" in line for line in again.report.lines())
+
+
+def test_cache_key_changes_with_data_and_options(tmp_path, tokenizer):
+    path = write_config(tmp_path, [conversation(i) for i in range(5)])
+    key = prepare_split(load_config(path).config, copy.deepcopy(tokenizer), progress=False).cache_key
+    other = load_config(path, ["data.max_length=48"]).config
+    assert prepare_split(other, copy.deepcopy(tokenizer), progress=False).cache_key != key
+    write_config(tmp_path, [conversation(i) for i in range(6)])
+    assert prepare_split(load_config(path).config, copy.deepcopy(tokenizer), progress=False).cache_key != key
+
+
+def test_unpacked_rows_supervise_only_answers(tmp_path, tokenizer):
+    cfg = load_config(write_config(tmp_path, [conversation(0, "Blue sky.")])).config
+    tok = copy.deepcopy(tokenizer)
+    train, evaluation = build_sft_datasets(cfg, tok, progress=False)
+    assert evaluation is None and "position_ids" not in train.column_names
+    labels = [t for t in train[0]["labels"] if t != -100]
+    assert tok.decode(labels) == "Blue sky.<|im_end|>"
+
+
+def test_whole_dataset_without_supervision_fails(tmp_path, tokenizer):
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "train": False}]}]
+    cfg = load_config(write_config(tmp_path, rows)).config
+    with pytest.raises(Exception, match="supervised"):
+        prepare_split(cfg, copy.deepcopy(tokenizer), use_cache=False, progress=False)
+
+
+def test_truncation_counts_reported(tmp_path, tokenizer):
+    rows = [conversation(i, "word " * 80) for i in range(3)] + [conversation(9)]
+    cfg = load_config(write_config(tmp_path, rows, truncation="drop")).config
+    split = prepare_split(cfg, copy.deepcopy(tokenizer), use_cache=False, progress=False)
+    (report,) = split.report.truncation.values()
+    assert (report.dropped_too_long, report.kept) == (3, 1) and len(split.dataset) == 1
+
+
+@pytest.fixture(scope="module")
+def runner():
+    _add_plugin_commands()
+    return CliRunner()
+
+
+def test_data_validate_lists_every_bad_record(tmp_path, runner):
+    rows = [conversation(0), {"messages": [{"role": "wizard", "content": "x"}]}, conversation(2),
+            {"messages": "not a list"}]
+    path = write_config(tmp_path, rows)
+    result = runner.invoke(cli, ["data", "validate", str(path)])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert "record 1" in errors[0] and "record 3" in errors[1]
+    assert "4 rows read, 2 records encoded, 2 problem(s)" in result.stdout
+
+
+def test_data_preview_and_stats(tmp_path, runner):
+    path = write_config(tmp_path, [conversation(i, "Green.") for i in range(4)], packing=True)
+    result = runner.invoke(cli, ["data", "preview", str(path), "-n", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("sample ") == 2 and "Green.<|im_end|>" in result.stdout
+    result = runner.invoke(cli, ["data", "stats", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "packing efficiency" in result.stdout and "supervised tokens" in result.stdout
