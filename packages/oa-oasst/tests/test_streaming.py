@@ -6,7 +6,7 @@ import tracemalloc
 from oa_oasst.export import export
 from oa_oasst.options import PairOptions
 
-TEXT = "lorem ipsum dolor sit amet " * 40  # ~1 KB per message
+TEXT = "lorem ipsum dolor sit amet " * 200  # ~5 KB per message
 
 
 def write_trees(path, n):
@@ -32,11 +32,11 @@ def peak_export(src, dst):
 
 def test_peak_memory_is_independent_of_file_size(tmp_path):
     small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
-    write_trees(small, 500)
-    write_trees(large, 10_000)
+    write_trees(small, 200)
+    write_trees(large, 2_000)
     peak_export(small, tmp_path / "warmup.jsonl")  # first-call costs (schema builds, imports)
     peak_small, _ = peak_export(small, tmp_path / "small.out.jsonl")
     peak_large, summary = peak_export(large, tmp_path / "large.out.jsonl")
-    assert summary.records == 10_000 and summary.messages == summary.used == 30_000
+    assert summary.records == 2_000 and summary.messages == summary.used == 6_000
     assert large.stat().st_size > 30_000_000
     assert peak_large < 2 * peak_small + 200_000 and peak_large < 2_000_000
