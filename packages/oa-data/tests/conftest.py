@@ -57,7 +57,7 @@ def tok(request, chat_tokenizers):
 def supervised_runs(enc, tokenizer) -> list[str]:
     """The decoded text of each run of consecutive supervised tokens."""
     runs, current = [], []
-    for t, label in zip(enc.input_ids, enc.labels):
+    for t, label in zip(enc.input_ids, enc.labels, strict=True):
         if label != -100:
             current.append(t)
         elif current:

@@ -6,9 +6,16 @@ import subprocess
 import sys
 
 import pytest
+
 from oa_core.errors import OAError, RecordError
 from oa_data.settings import DataSettings
-from oa_data.templates import BUILTIN_TEMPLATES, ChatTemplate, TemplateError, resolve_template, with_end_of_turn
+from oa_data.templates import (
+    BUILTIN_TEMPLATES,
+    ChatTemplate,
+    TemplateError,
+    resolve_template,
+    with_end_of_turn,
+)
 from oa_data.tokenize import encode_messages
 
 CHAT = [

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from oa_core.errors import OAError
 
+from oa_core.errors import OAError
 from oa_data.tokenize import IGNORE_INDEX
 
 

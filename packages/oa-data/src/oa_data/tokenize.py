@@ -23,13 +23,13 @@ from typing import Any
 
 from oa_core.errors import OAError, RecordError
 from oa_core.schema import Conversation, Message, PreferencePair, PromptCompletion, Text
-
 from oa_data.templates import ChatTemplate, TemplateError, template_variables, with_end_of_turn
 
 IGNORE_INDEX = -100
 _MARK = "\ue000{}\ue001"
 _MARK_RE = re.compile("\ue000(\\d+)\ue001")
 _DUMMY = ("\ue002", "\ue003")
+_RESERVED = re.compile("[\ue000-\ue003]")
 
 
 @dataclass
@@ -123,7 +123,7 @@ def encode_messages(
     mask_a = _token_mask(offsets, spans_a.values(), base)
     mask_b = _token_mask(offsets, spans_b.values(), base)
     if mask_a != mask_b:
-        k = next(k for k, (a, b) in enumerate(zip(mask_a, mask_b)) if a != b)
+        k = next(k for k, (a, b) in enumerate(zip(mask_a, mask_b, strict=True)) if a != b)
         msg = next((i for i, s in [*spans_a.items(), *spans_b.items()] if _overlaps(offsets[k], s)), None)
         raise RecordError(
             f"{at}: loss masks from message boundaries and from prefix rendering disagree at token {k} "
@@ -132,7 +132,7 @@ def encode_messages(
         )
     starts = [a for a, _ in offsets]
     tok = [bisect_left(starts, c) for c in bounds]
-    enc = Encoded(ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask_a)],
+    enc = Encoded(ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask_a, strict=True)],
                   [(tok[i], tok[i + 1]) for i in range(len(bounds) - 1)], [_get(m, "role") for m in messages])
     _check_sample(enc, at, base)
     return enc
@@ -254,6 +254,10 @@ def _no_end_of_turn(i: int, msgs: list[dict], eot: str) -> TemplateError:
 
 def _spans_from_boundaries(template, msgs, text, marked, eot, variables) -> dict[int, tuple[int, int]]:
     """Method 1: locate each message's content through a marker rendering."""
+    for i, m in enumerate(msgs):
+        if _RESERVED.search(m["content"]):
+            raise TemplateError(f"{_label(i, msgs)}: the content holds a reserved character (U+E000..U+E003)",
+                                hint="remove these private-use characters from the data")
     probe = template.render([{**m, "content": _MARK.format(i)} for i, m in enumerate(msgs)], **variables)
     parts = _MARK_RE.split(probe)
     pieces, ids = parts[0::2], [int(x) for x in parts[1::2]]

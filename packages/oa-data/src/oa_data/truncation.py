@@ -21,7 +21,6 @@ from itertools import accumulate
 from typing import Literal
 
 from oa_core.errors import OAError
-
 from oa_data.tokenize import IGNORE_INDEX, Encoded
 
 Rule = Literal["keep_start", "keep_end", "drop", "random_cut"]
@@ -94,7 +93,7 @@ def _take(enc: Encoded, ranges: list[tuple[int, int]]) -> Encoded:
         shift.append((s, e, len(ids)))
         ids += enc.input_ids[s:e]
         labels += enc.labels[s:e]
-    for (ts, te), role in zip(enc.turns, enc.roles):
+    for (ts, te), role in zip(enc.turns, enc.roles, strict=True):
         kept = [(max(ts, s) - s + o, min(te, e) - s + o) for s, e, o in shift if max(ts, s) < min(te, e)]
         if kept:
             turns.append((kept[0][0], kept[-1][1]))

@@ -5,7 +5,12 @@ Importing this package is cheap: jinja2 is imported when a template is first com
 
 from oa_data.templates.base import ChatTemplate, TemplateError
 from oa_data.templates.builtin import BUILTIN_TEMPLATES
-from oa_data.templates.resolve import infer_end_of_turn, resolve_template, template_variables, with_end_of_turn
+from oa_data.templates.resolve import (
+    infer_end_of_turn,
+    resolve_template,
+    template_variables,
+    with_end_of_turn,
+)
 
 __all__ = [
     "BUILTIN_TEMPLATES",
