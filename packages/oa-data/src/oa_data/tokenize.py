@@ -19,6 +19,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from oa_core.errors import OAError, RecordError
@@ -120,8 +121,8 @@ def encode_messages(
         raise RecordError(f"{at}: {e.message}", hint=e.hint) from None
     text, spans_a, spans_b, bounds, base = r.text, r.boundary_spans, r.prefix_spans, r.turn_ends, r.base
     ids, offsets = _tokenize(tokenizer, text)
-    mask_a = _token_mask(offsets, spans_a.values(), base)
-    mask_b = _token_mask(offsets, spans_b.values(), base)
+    mask_a = _token_mask(offsets, spans_a.values(), base, len(text))
+    mask_b = _token_mask(offsets, spans_b.values(), base, len(text))
     if mask_a != mask_b:
         k = next(k for k, (a, b) in enumerate(zip(mask_a, mask_b, strict=True)) if a != b)
         msg = next((i for i, s in [*spans_a.items(), *spans_b.items()] if _overlaps(offsets[k], s)), None)
@@ -341,13 +342,13 @@ def _overlaps(offset: tuple[int, int], span: tuple[int, int]) -> bool:
     return max(a, s) < min(b, e) or (a == b and s <= a < e)
 
 
-def _token_mask(offsets, spans, base: bool) -> list[bool]:
-    mask = [base] * len(offsets)
-    for span in spans:
-        for k, off in enumerate(offsets):
-            if _overlaps(off, span):
-                mask[k] = not base
-    return mask
+def _token_mask(offsets, spans, base: bool, length: int) -> list[bool]:
+    """``base`` for every token, flipped for tokens that overlap a span (linear in text and tokens)."""
+    marked = [False] * (length + 1)
+    for s, e in spans:
+        marked[s:e] = [True] * (e - s)
+    before = [0, *accumulate(marked)]  # before[c]: marked characters in text[:c]
+    return [base != (before[b] > before[a] if b > a else marked[a]) for a, b in offsets]
 
 
 def _check_sample(enc: Encoded, at: str, train_on_inputs: bool) -> None:
