@@ -143,3 +143,16 @@ def test_effective_config_written_atomically_with_secrets_redacted(tmp_path, reg
 def test_redact_keeps_token_counts():
     assert redact({"max_tokens": 5, "eos_token": "</s>", "wandb_api_key": "k", "note": "sk-abcdefghijkl"}) == {
         "max_tokens": 5, "eos_token": "</s>", "wandb_api_key": "***", "note": "***"}
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    import os
+
+    from oa_core.io import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a" / "f.txt", "x")
+    finally:
+        os.umask(umask)
+    assert path.read_text() == "x" and (path.stat().st_mode & 0o777) == 0o644
