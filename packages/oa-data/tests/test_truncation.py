@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from oa_core.errors import OAError
 from oa_data.settings import DataSettings
-from oa_data.templates import BUILTIN_TEMPLATES
-from oa_data.tokenize import IGNORE_INDEX, Encoded, encode_messages
+from oa_data.templates import BUILTIN_TEMPLATES, with_end_of_turn
+from oa_data.tokenize import IGNORE_INDEX, Encoded, encode_messages, reencoder
 from oa_data.truncation import TruncationReport, truncate
 
 CHATML = BUILTIN_TEMPLATES["chatml"]
@@ -122,3 +122,17 @@ def test_every_sample_is_accounted_for(sizes, max_length, rule, min_length):
     assert set(zip(out.input_ids, out.labels, strict=True)) <= set(zip(ids, labels, strict=True))  # tokens keep their labels
     if rule == "keep_end" and out is not enc:
         assert out.roles[0] == "user" and out.input_ids[-1] == ids[-1]
+
+
+def test_keep_end_with_reencode_renders_the_shorter_chat_exactly(chat_tokenizers):
+    # llama-2 renders the system prompt inside the first user turn: cutting tokens would lose it
+    tok, template = chat_tokenizers["llama"], with_end_of_turn(BUILTIN_TEMPLATES["llama-2"], chat_tokenizers["llama"])
+    data = DataSettings()
+    enc = encode_messages(LONG, tok, template, data)
+    short = encode_messages([LONG[0], *LONG[5:]], tok, template, data)
+    report = TruncationReport()
+    out = truncate(enc, len(short), "keep_end", report=report, reencode=reencoder(LONG, tok, template, data))
+    assert out.input_ids == short.input_ids and out.labels == short.labels
+    assert "<<SYS>>\nBe brief.\n<</SYS>>" in tok.decode(out.input_ids)
+    assert (report.truncated, report.tokens_removed) == (1, len(enc) - len(short))
+    assert truncate(enc, len(short) - 1, "keep_end", reencode=reencoder(LONG, tok, template, data)) is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -112,8 +112,10 @@ def encode_messages(
     *,
     index: int | None = None,
     source: str | None = None,
+    check: bool = True,
 ) -> Encoded:
-    """Render ``messages`` with ``template``, tokenize, and mask: see the module docstring."""
+    """Render ``messages`` with ``template``, tokenize, and mask: see the module docstring.
+    ``check``: fail on samples with no (or, without ``train_on_inputs``, only) supervised tokens."""
     at = where(source, index)
     try:
         r = render_with_spans(messages, tokenizer, template, settings)
@@ -135,8 +137,21 @@ def encode_messages(
     tok = [bisect_left(starts, c) for c in bounds]
     enc = Encoded(ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask_a, strict=True)],
                   [(tok[i], tok[i + 1]) for i in range(len(bounds) - 1)], [_get(m, "role") for m in messages])
-    _check_sample(enc, at, base)
+    if check:
+        _check_sample(enc, at, base)
     return enc
+
+
+def reencoder(messages: Sequence[Message | Mapping], tokenizer: Any, template: ChatTemplate, settings: Any, *,
+              index: int | None = None, source: str | None = None) -> Callable[[list[int]], Encoded]:
+    """``reencode(kept)``: the encoding of ``messages[i] for i in kept``, for truncation by whole turns
+    (``truncate(..., reencode=...)``) that renders exactly what the template gives the shorter chat."""
+
+    def reencode(kept: list[int]) -> Encoded:
+        return encode_messages([messages[i] for i in kept], tokenizer, template, settings,
+                               index=index, source=source, check=False)
+
+    return reencode
 
 
 def encode_text(record: Text, tokenizer: Any) -> Encoded:

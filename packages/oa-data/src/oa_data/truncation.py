@@ -16,6 +16,7 @@ Every rule also drops samples shorter than ``min_length`` and samples left witho
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Literal
@@ -53,8 +54,14 @@ class TruncationReport:
 
 
 def truncate(encoded: Encoded, max_length: int, rule: Rule, min_length: int = 1,
-             rng: random.Random | None = None, report: TruncationReport | None = None) -> Encoded | None:
-    """``encoded`` fitted into ``max_length`` tokens by ``rule``; ``None`` when the sample is dropped."""
+             rng: random.Random | None = None, report: TruncationReport | None = None,
+             reencode: Callable[[list[int]], Encoded] | None = None) -> Encoded | None:
+    """``encoded`` fitted into ``max_length`` tokens by ``rule``; ``None`` when the sample is dropped.
+
+    ``keep_end`` re-renders the kept messages with ``reencode`` (``oa_data.tokenize.reencoder``) when
+    given, which is exact for templates that merge messages (llama-2 puts the system prompt into the
+    first user turn) or open the first turn with bos; otherwise it cuts the dropped turns' tokens out.
+    """
     if rule not in RULES:
         raise OAError(f"unknown truncation rule '{rule}'", hint=f"use one of {', '.join(RULES)}")
     report = report if report is not None else TruncationReport()
@@ -66,7 +73,7 @@ def truncate(encoded: Encoded, max_length: int, rule: Rule, min_length: int = 1,
     elif rule == "keep_start":
         out = _take(encoded, [(0, max_length)])
     elif rule == "keep_end":
-        out = _drop_earliest_turns(encoded, max_length)
+        out = _drop_earliest_turns(encoded, max_length, reencode)
     else:
         out = _random_window(encoded, max_length, rng or random.Random(0))
     if out is None:
@@ -101,20 +108,26 @@ def _take(enc: Encoded, ranges: list[tuple[int, int]]) -> Encoded:
     return Encoded(ids, labels, turns, roles)
 
 
-def _drop_earliest_turns(enc: Encoded, max_length: int) -> Encoded | None:
+def _drop_earliest_turns(enc: Encoded, max_length: int, reencode) -> Encoded | None:
     droppable = [i for i, r in enumerate(enc.roles) if r != "system"]
     sizes = [enc.turns[i][1] - enc.turns[i][0] for i in droppable]
     for k, removed in enumerate(accumulate(sizes), start=1):
         if k >= len(droppable):
             return None
-        if len(enc) - removed <= max_length and enc.roles[droppable[k]] not in ("assistant", "tool"):
-            gone = [enc.turns[i] for i in droppable[:k]]
-            keep, pos = [], 0
-            for s, e in sorted(gone):
-                keep.append((pos, s))
-                pos = e
-            keep.append((pos, len(enc)))
-            return _take(enc, [(s, e) for s, e in keep if e > s])
+        if len(enc) - removed > max_length or enc.roles[droppable[k]] in ("assistant", "tool"):
+            continue
+        gone = set(droppable[:k])
+        if reencode is not None:
+            out = reencode([i for i in range(len(enc.roles)) if i not in gone])
+            if len(out) <= max_length:
+                return out
+            continue
+        keep, pos = [], 0
+        for s, e in sorted(enc.turns[i] for i in gone):
+            keep.append((pos, s))
+            pos = e
+        keep.append((pos, len(enc)))
+        return _take(enc, [(s, e) for s, e in keep if e > s])
     return None
 
 
