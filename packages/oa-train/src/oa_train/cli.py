@@ -29,8 +29,8 @@ def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_
     overrides = [*overrides, *([f"train.resume_from={resume}"] if resume else [])]
     loaded = load_config(config_file, overrides)  # validate before starting any worker
     if (num_processes > 1 or accelerate_config) and not in_worker():
-        args = [config_file, *(a for o in overrides for a in ("--set", o))]
-        rc = launch(args, num_processes=num_processes, accelerate_config=accelerate_config)
+        target = ["-m", "oa_cli.main", "train", config_file, *(a for o in overrides for a in ("--set", o))]
+        rc = launch(target, num_processes=num_processes, accelerate_config=accelerate_config).returncode
         if rc:
             raise OAError(f"training failed in a worker process (exit code {rc})", hint="see the worker output above")
         return

@@ -2,7 +2,7 @@
 
 Each worker runs ``python -m oa_cli.main train ...`` with ``OA_LAUNCHED=1`` (so it trains instead of
 launching again). ``--accelerate-config`` picks a preset (DDP, DeepSpeed ZeRO-2/3, FSDP: see
-``examples/configs/accelerate/``); without a GPU the workers run on CPU with the gloo backend.
+``examples/configs/accelerate/``); without a GPU the workers run on CPU (torchrun + ``ACCELERATE_USE_CPU``, gloo backend).
 """
 
 from __future__ import annotations
@@ -26,21 +26,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(worker_args: list[str], *, num_processes: int, accelerate_config: str | None = None) -> list[str]:
+def launch_command(target: list[str], *, num_processes: int, accelerate_config: str | None = None) -> list[str]:
+    """``accelerate launch ... TARGET`` (TARGET: ``["-m", module, args...]`` or ``[script, args...]``)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
         cmd += ["--config_file", accelerate_config]
     cmd += ["--num_processes", str(num_processes), "--num_machines", "1", "--main_process_port", str(free_port())]
     if not accelerate_config:
-        import torch
-
-        cmd += ["--multi_gpu"] if torch.cuda.is_available() and num_processes > 1 else ["--cpu"]
+        cmd += ["--multi_gpu"] if num_processes > 1 else []  # torchrun; on CPU with ACCELERATE_USE_CPU (gloo)
         cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]
-    return [*cmd, "-m", "oa_cli.main", "train", *worker_args]
+    return [*cmd, *target]
 
 
-def launch(worker_args: list[str], *, num_processes: int, accelerate_config: str | None = None) -> int:
-    """Run the workers and wait; returns the exit code of ``accelerate launch``."""
+def launch_env() -> dict[str, str]:
+    import torch
+
     env = {**os.environ, LAUNCHED_ENV: "1"}
-    cmd = launch_command(worker_args, num_processes=num_processes, accelerate_config=accelerate_config)
-    return subprocess.run(cmd, env=env).returncode
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"  # `accelerate launch --cpu` would start a single process
+    return env
+
+
+def launch(target: list[str], *, num_processes: int, accelerate_config: str | None = None, **run_kwargs):
+    """Run the workers and wait; returns the ``subprocess.CompletedProcess`` of ``accelerate launch``."""
+    cmd = launch_command(target, num_processes=num_processes, accelerate_config=accelerate_config)
+    return subprocess.run(cmd, env=launch_env(), **run_kwargs)

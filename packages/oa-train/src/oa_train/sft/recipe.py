@@ -106,7 +106,7 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
     manifest = {
         "method": cfg.method, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "resumed_from": str(resume) if resume else None, "num_processes": world,
-        "distributed_type": str(accelerator.distributed_type), "device": str(accelerator.device),
+        "distributed_type": accelerator.distributed_type.value, "device": str(accelerator.device),
         "mixed_precision": tc.mixed_precision, "versions": _versions(), "model": model_manifest,
         "data": {"train_examples": len(train_data), "eval_examples": len(eval_data), "train_supervised_tokens": train_tokens},
         "schedule": {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup,
