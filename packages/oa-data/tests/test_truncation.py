@@ -136,3 +136,14 @@ def test_keep_end_with_reencode_renders_the_shorter_chat_exactly(chat_tokenizers
     assert "<<SYS>>\nBe brief.\n<</SYS>>" in tok.decode(out.input_ids)
     assert (report.truncated, report.tokens_removed) == (1, len(enc) - len(short))
     assert truncate(enc, len(short) - 1, "keep_end", reencode=reencoder(LONG, tok, template, data)) is None
+
+
+def test_reencoder_of_records(chat_tokenizers):
+    from oa_core.schema import Conversation, PromptCompletion, Text
+
+    tok, data = chat_tokenizers["llama"], DataSettings()
+    conv = reencoder(Conversation(messages=LONG), tok, CHATML, data)
+    assert conv([0, 5, 6]).input_ids == encode_messages([LONG[0], *LONG[5:]], tok, CHATML, data).input_ids
+    pc = reencoder(PromptCompletion(prompt=LONG[:6], completion="Third answer."), tok, CHATML, data)
+    assert tok.decode([t for t in pc([0, 5, 6]).labels if t != IGNORE_INDEX]) == "Third answer.<|im_end|>"
+    assert reencoder(Text(text="plain"), tok, CHATML, data) is None

@@ -142,10 +142,14 @@ def encode_messages(
     return enc
 
 
-def reencoder(messages: Sequence[Message | Mapping], tokenizer: Any, template: ChatTemplate, settings: Any, *,
-              index: int | None = None, source: str | None = None) -> Callable[[list[int]], Encoded]:
-    """``reencode(kept)``: the encoding of ``messages[i] for i in kept``, for truncation by whole turns
-    (``truncate(..., reencode=...)``) that renders exactly what the template gives the shorter chat."""
+def reencoder(source_messages: Any, tokenizer: Any, template: ChatTemplate, settings: Any, *,
+              index: int | None = None, source: str | None = None) -> Callable[[list[int]], Encoded] | None:
+    """``reencode(kept)``: the encoding of the messages numbered ``kept`` of a record (``Conversation``,
+    ``PromptCompletion``) or message list, for ``truncate(..., reencode=...)``: truncation by whole turns
+    that renders exactly what the template gives the shorter chat. ``None`` for other records."""
+    messages = _messages_of(source_messages, settings)
+    if messages is None:
+        return None
 
     def reencode(kept: list[int]) -> Encoded:
         return encode_messages([messages[i] for i in kept], tokenizer, template, settings,
@@ -170,11 +174,8 @@ def encode_record(record: Any, tokenizer: Any, template: ChatTemplate, settings:
     """Encode a ``Conversation``, ``Text`` or ``PromptCompletion`` (the completion is supervised)."""
     if isinstance(record, Text):
         return encode_text(record, tokenizer)
-    if isinstance(record, Conversation):
-        messages = record.messages
-    elif isinstance(record, PromptCompletion):
-        messages = _prompt_then_answer(record.prompt, record.completion, settings)
-    else:
+    messages = _messages_of(record, settings)
+    if messages is None:
         raise RecordError(f"{where(source, index)}: a '{getattr(record, 'kind', type(record).__name__)}' record "
                           "cannot be encoded for supervised training",
                           hint="use conversation, text or prompt_completion records (preference pairs: encode_preference)")
@@ -244,6 +245,17 @@ def _as_dict(message: Message | Mapping) -> dict[str, Any]:
     if name is not None:
         out["name"] = name
     return out
+
+
+def _messages_of(record: Any, settings: Any) -> list | None:
+    """The messages to encode for a record (or a message list); ``None`` for other records."""
+    if isinstance(record, (list, tuple)):
+        return list(record)
+    if isinstance(record, Conversation):
+        return list(record.messages)
+    if isinstance(record, PromptCompletion):
+        return _prompt_then_answer(record.prompt, record.completion, settings)
+    return None
 
 
 def _prompt_then_answer(prompt: list[Message], answer: list[Message], settings: Any) -> list[Message]:
