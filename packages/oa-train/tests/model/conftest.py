@@ -15,8 +15,13 @@ def llama_config(**kw):
     from transformers import LlamaConfig
 
     base = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=VOCAB, pad_token_id=0,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        pad_token_id=0,
     )
     return LlamaConfig(**(base | kw))
 
@@ -40,10 +45,23 @@ def model_dirs(tmp_path_factory) -> dict[str, str]:
     torch.manual_seed(0)
     return {
         "llama_tied": _save(LlamaForCausalLM(llama_config(tie_word_embeddings=True)), root / "llama_tied"),
-        "llama_untied": _save(LlamaForCausalLM(llama_config(tie_word_embeddings=False)), root / "llama_untied"),
+        "llama_untied": _save(
+            LlamaForCausalLM(llama_config(tie_word_embeddings=False)), root / "llama_untied"
+        ),
         "llama_cls": _save(LlamaForSequenceClassification(llama_config(num_labels=2)), root / "llama_cls"),
         "gpt2": _save(
-            GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=64)), root / "gpt2"
+            GPT2LMHeadModel(
+                GPT2Config(
+                    n_embd=32,
+                    n_layer=2,
+                    n_head=4,
+                    vocab_size=VOCAB,
+                    n_positions=64,
+                    bos_token_id=1,
+                    eos_token_id=2,
+                )
+            ),
+            root / "gpt2",
         ),
     }
 
@@ -51,7 +69,6 @@ def model_dirs(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def _tokenizer(tokenizer_path):
     from oa_core.config import TokenizerSettings
-
     from oa_train.model.provider import load_tokenizer
 
     return load_tokenizer(TokenizerSettings(path=tokenizer_path))
@@ -69,7 +86,6 @@ def tokenizer(_tokenizer):
 def load(model_dirs):
     """``load(name, **model_settings)``: the tiny model ``name`` through ``load_model``."""
     from oa_core.config import ModelSettings
-
     from oa_train.model.provider import load_model
 
     def _load(name: str, **kw):

@@ -1,10 +1,10 @@
 import pytest
 import torch
+
 from oa_core import hookimpl
 from oa_core.errors import OAError, PluginError
 from oa_core.extensions import ModelPatch
 from oa_core.plugins import PluginManager, Provider
-
 from oa_train.model.patcher import apply_patches
 
 
@@ -56,16 +56,22 @@ def test_unsupported_architecture_refused_before_anything_is_applied(load, regis
     before = _logits(model)
     with pytest.raises(OAError) as err:
         apply_patches(model, ["scale_mlp", "gpt2_only"], registry)
-    assert str(err.value).startswith("model.patches.1: patch 'gpt2_only' does not support architecture 'llama'")
+    assert str(err.value).startswith(
+        "model.patches.1: patch 'gpt2_only' does not support architecture 'llama'"
+    )
     assert "\n" not in str(err.value) and err.value.hint
     assert torch.equal(before, _logits(model))
 
 
 def test_unknown_patch_names_the_key_and_suggests(load, registry):
-    with pytest.raises(OAError, match=r"^model\.patches\.0: unknown model patch 'scale_mpl' \(did you mean 'scale_mlp'\?\)"):
+    with pytest.raises(
+        OAError, match=r"^model\.patches\.0: unknown model patch 'scale_mpl' \(did you mean 'scale_mlp'\?\)"
+    ):
         apply_patches(load("llama_untied"), ["scale_mpl"], registry)
 
 
 def test_failing_patch_is_reported_by_name_and_provider(load, registry):
-    with pytest.raises(PluginError, match=r"^model\.patches\.0: patch 'broken' \(oa-test-patches\) failed: ZeroDivisionError"):
+    with pytest.raises(
+        PluginError, match=r"^model\.patches\.0: patch 'broken' \(oa-test-patches\) failed: ZeroDivisionError"
+    ):
         apply_patches(load("llama_untied"), ["broken"], registry)

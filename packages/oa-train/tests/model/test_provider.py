@@ -2,9 +2,9 @@ import json
 
 import pytest
 import torch
+
 from oa_core.config import ModelSettings, TokenizerSettings
 from oa_core.errors import OAError
-
 from oa_train.model.provider import load_model, load_tokenizer
 
 
@@ -15,7 +15,9 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
 
 
 def test_loads_local_causal_model_with_dtype(model_dirs):
-    model = load_model(ModelSettings(path=model_dirs["llama_tied"], dtype="bfloat16", attn_implementation="eager"))
+    model = load_model(
+        ModelSettings(path=model_dirs["llama_tied"], dtype="bfloat16", attn_implementation="eager")
+    )
     assert type(model).__name__ == "LlamaForCausalLM"
     assert model.dtype == torch.bfloat16
     assert model.config._attn_implementation == "eager"
@@ -52,6 +54,8 @@ def test_hub_id_offline_is_a_one_line_error(monkeypatch):
     with pytest.raises(OAError) as err:
         load_model(ModelSettings(path="oa-test-org/model-that-does-not-exist"))
     assert "offline" in _one_line(err) and err.value.hint
+    with pytest.raises(OAError, match=r"^tokenizer\.path: 'oa-test-org/tok' is not a local folder"):
+        load_tokenizer(TokenizerSettings(path="oa-test-org/tok"))
 
 
 def test_pickle_weights_refused_by_default(model_dirs, tmp_path):
@@ -63,14 +67,21 @@ def test_pickle_weights_refused_by_default(model_dirs, tmp_path):
     with pytest.raises(OAError) as err:
         load_model(ModelSettings(path=str(tmp_path)))
     assert "safetensors" in _one_line(err)
-    allowed = load_model(ModelSettings(path=str(tmp_path), dtype="float32", model_kwargs={"use_safetensors": False}))
+    allowed = load_model(
+        ModelSettings(path=str(tmp_path), dtype="float32", model_kwargs={"use_safetensors": False})
+    )
     assert torch.equal(allowed.lm_head.weight, model.lm_head.weight)
 
 
 def test_remote_code_is_not_run_by_default(model_dirs, tmp_path):
     marker = tmp_path / "ran"
     (tmp_path / "config.json").write_text(
-        json.dumps({"model_type": "oa_custom", "auto_map": {"AutoConfig": "custom.Cfg", "AutoModelForCausalLM": "custom.M"}})
+        json.dumps(
+            {
+                "model_type": "oa_custom",
+                "auto_map": {"AutoConfig": "custom.Cfg", "AutoModelForCausalLM": "custom.M"},
+            }
+        )
     )
     (tmp_path / "custom.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
     with pytest.raises(OAError) as err:

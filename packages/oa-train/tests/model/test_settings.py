@@ -4,12 +4,12 @@ import sys
 import pytest
 import yaml
 from pydantic import BaseModel
+
 from oa_core import hookimpl
 from oa_core.config import load_config
-from oa_core.extensions import Method
 from oa_core.errors import ConfigError
+from oa_core.extensions import Method
 from oa_core.plugins import PluginManager
-
 from oa_train.model.settings import FreezeSettings, NewTokenSettings, PeftSettings, register_sections
 
 
@@ -59,9 +59,18 @@ def test_sections_validate_from_a_config_file(tmp_path, registry):
     [
         ({"peft": {"method": "lora", "alpah": 4}}, "peft.alpah: unknown key (did you mean 'alpha'?)"),
         ({"peft": {"method": "adapterx"}}, "peft.method: Input should be"),
-        ({"freeze": {"first_n_layers": -1}}, "freeze.first_n_layers: Input should be greater than or equal to 0"),
-        ({"new_tokens": {"tokens": [{"token": "<a>", "init": "copy"}]}}, "new_tokens.tokens.0: init 'copy' needs 'source'"),
-        ({"new_tokens": {"tokens": [{"token": "<a>"}, {"token": "<a>"}]}}, "new_tokens: token listed twice: <a>"),
+        (
+            {"freeze": {"first_n_layers": -1}},
+            "freeze.first_n_layers: Input should be greater than or equal to 0",
+        ),
+        (
+            {"new_tokens": {"tokens": [{"token": "<a>", "init": "copy"}]}},
+            "new_tokens.tokens.0: init 'copy' needs 'source'",
+        ),
+        (
+            {"new_tokens": {"tokens": [{"token": "<a>"}, {"token": "<a>"}]}},
+            "new_tokens: token listed twice: <a>",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, registry, section, expected):

@@ -15,7 +15,14 @@ from oa_train.model.settings import (
     register_sections,
 )
 
-__all__ = ["FreezeSettings", "NewToken", "NewTokenSettings", "PeftSettings", "prepare_model", "register_sections"]
+__all__ = [
+    "FreezeSettings",
+    "NewToken",
+    "NewTokenSettings",
+    "PeftSettings",
+    "prepare_model",
+    "register_sections",
+]
 
 
 def prepare_model(run_config, registry=None, *, num_labels: int | None = None, show_table: bool = True):
@@ -51,7 +58,11 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
         )
 
     tok_settings = run_config.tokenizer
-    if adapter and tok_settings.path is None and (Path(adapter).expanduser() / "tokenizer_config.json").is_file():
+    if (
+        adapter
+        and tok_settings.path is None
+        and (Path(adapter).expanduser() / "tokenizer_config.json").is_file()
+    ):
         tok_settings = tok_settings.model_copy(update={"path": adapter})  # it holds the adapter's new tokens
     tokenizer = load_tokenizer(tok_settings, settings)
     quantization = qlora_quantization(peft) if peft.method == "qlora" else None
@@ -76,7 +87,9 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
         "adapter_path": adapter,
         "peft": peft.method,
         "patches": patches,
-        "new_tokens": {t.token: i for t, i in zip(new_tokens.tokens, new_ids)} if new_tokens else {},
+        "new_tokens": {t.token: i for t, i in zip(new_tokens.tokens, new_ids, strict=True)}
+        if new_tokens
+        else {},
         "trainable": report.to_dict(),
     }
     return model, tokenizer, manifest

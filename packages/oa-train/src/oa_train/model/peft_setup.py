@@ -26,9 +26,15 @@ def qlora_quantization(settings: PeftSettings):
     import torch
 
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise OAError("peft.method: qlora needs the bitsandbytes package", hint="install bitsandbytes, or use peft.method: lora")
+        raise OAError(
+            "peft.method: qlora needs the bitsandbytes package",
+            hint="install bitsandbytes, or use peft.method: lora",
+        )
     if not torch.cuda.is_available():
-        raise OAError("peft.method: qlora needs a CUDA GPU, none is available", hint="use peft.method: lora on this machine")
+        raise OAError(
+            "peft.method: qlora needs a CUDA GPU, none is available",
+            hint="use peft.method: lora on this machine",
+        )
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -48,7 +54,11 @@ def _linear_names(model) -> list[str]:
 
     out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return sorted(
-        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not out_emb}
+        {
+            n.rsplit(".", 1)[-1]
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m is not out_emb
+        }
     )
 
 
@@ -143,7 +153,10 @@ def apply_peft(model, settings: PeftSettings | None, *, tokenizer=None, new_toke
     if settings.method == "qlora":
         if not getattr(model, "is_loaded_in_4bit", False):
             qlora_quantization(settings)  # raises the missing-package/GPU error first
-            raise OAError("peft.method: qlora needs a model loaded in 4 bit", hint="load it with quantization=qlora_quantization(...)")
+            raise OAError(
+                "peft.method: qlora needs a model loaded in 4 bit",
+                hint="load it with quantization=qlora_quantization(...)",
+            )
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if settings.is_lora:
         config = _lora_config(model, settings, new_token_ids)
@@ -152,7 +165,9 @@ def apply_peft(model, settings: PeftSettings | None, *, tokenizer=None, new_toke
     try:
         return get_peft_model(model, config)
     except ValueError as e:
-        raise OAError(f"peft: {settings.method} cannot wrap this model: {' '.join(str(e).split())[:200]}") from None
+        raise OAError(
+            f"peft: {settings.method} cannot wrap this model: {' '.join(str(e).split())[:200]}"
+        ) from None
 
 
 def load_adapter(model, path: str, *, trainable: bool = True, key: str = "model.adapter_path"):
@@ -160,12 +175,17 @@ def load_adapter(model, path: str, *, trainable: bool = True, key: str = "model.
     from peft import PeftModel
 
     if not (Path(path).expanduser() / "adapter_config.json").is_file():
-        raise OAError(f"{key}: no adapter (adapter_config.json) in '{path}'", hint="point to a folder written by save_adapter")
+        raise OAError(
+            f"{key}: no adapter (adapter_config.json) in '{path}'",
+            hint="point to a folder written by save_adapter",
+        )
     try:
         return PeftModel.from_pretrained(model, str(Path(path).expanduser()), is_trainable=trainable)
     except (OSError, ValueError, RuntimeError) as e:
-        raise OAError(f"{key}: cannot load the adapter in '{path}': {' '.join(str(e).split())[:200]}",
-                      hint="was it trained on this base model and vocabulary?") from None
+        raise OAError(
+            f"{key}: cannot load the adapter in '{path}': {' '.join(str(e).split())[:200]}",
+            hint="was it trained on this base model and vocabulary?",
+        ) from None
 
 
 @contextmanager
@@ -203,7 +223,10 @@ def merge_and_save(model, tokenizer, out_dir: str | os.PathLike) -> Path:
 
     if isinstance(model, PeftModel):
         if model.peft_config[model.active_adapter].is_prompt_learning:
-            raise OAError("peft.method: prompt-learning adapters cannot be merged into the weights", hint="save the adapter instead")
+            raise OAError(
+                "peft.method: prompt-learning adapters cannot be merged into the weights",
+                hint="save the adapter instead",
+            )
         model = model.merge_and_unload()
     with _atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -9,11 +9,24 @@ from typing import Any
 from oa_core.config import ModelSettings, TokenizerSettings
 from oa_core.errors import OAError
 
-_OWN_KWARGS = ("trust_remote_code", "revision", "dtype", "torch_dtype", "attn_implementation", "num_labels")
+_OWN_KWARGS = (
+    "trust_remote_code",
+    "revision",
+    "dtype",
+    "torch_dtype",
+    "attn_implementation",
+    "num_labels",
+    "quantization_config",
+    "local_files_only",
+    "adapter_kwargs",
+)
 
 
 def is_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _looks_local(path: str) -> bool:
@@ -28,20 +41,27 @@ def resolve_source(path: str, key: str) -> tuple[str, bool]:
         return str(expanded), True
     if expanded.exists() or _looks_local(path):
         what = "is not a folder" if expanded.exists() else "not found"
-        raise OAError(f"{key}: local model folder '{path}' {what}", hint="check the path (a hub id looks like 'org/name')")
+        raise OAError(
+            f"{key}: local model folder '{path}' {what}",
+            hint="check the path (a hub id looks like 'org/name')",
+        )
     return path, False
 
 
 def _load_error(key: str, path: str, local: bool, err: Exception) -> OAError:
     first = " ".join(str(err).split())[:200]
     if local:
-        return OAError(f"{key}: cannot load '{path}': {first}", hint="is it a complete transformers model folder?")
+        return OAError(
+            f"{key}: cannot load '{path}': {first}", hint="is it a complete transformers model folder?"
+        )
     if is_offline():
         return OAError(
             f"{key}: '{path}' is not a local folder and is not in the hub cache (offline mode)",
             hint="download it first, point to a local folder, or unset HF_HUB_OFFLINE",
         )
-    return OAError(f"{key}: cannot load '{path}' from the hub: {first}", hint="check the id, revision and your network")
+    return OAError(
+        f"{key}: cannot load '{path}' from the hub: {first}", hint="check the id, revision and your network"
+    )
 
 
 def load_tokenizer(tok: TokenizerSettings, model: ModelSettings | None = None):
@@ -108,6 +128,8 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
         "local_files_only": local or is_offline(),
         "use_safetensors": True,
     }
+    if kwargs["local_files_only"]:  # transformers does not pass it on to its adapter_config.json lookup
+        kwargs["adapter_kwargs"] = {"local_files_only": True}
     if model.attn_implementation:
         kwargs["attn_implementation"] = model.attn_implementation
     if quantization is not None:

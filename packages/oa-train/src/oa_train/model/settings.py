@@ -17,7 +17,9 @@ class PeftSettings(_Strict):
     method: Literal["none", "lora", "qlora", "prefix", "prompt", "ptuning"] = "none"
     # LoRA / QLoRA
     r: int = Field(8, ge=1, description="LoRA rank")
-    alpha: float = Field(16.0, gt=0, description="LoRA alpha (scaling = alpha / r, or alpha / sqrt(r) with rsLoRA)")
+    alpha: float = Field(
+        16.0, gt=0, description="LoRA alpha (scaling = alpha / r, or alpha / sqrt(r) with rsLoRA)"
+    )
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="module names (e.g. q_proj, v_proj) or 'all-linear'"
@@ -33,8 +35,12 @@ class PeftSettings(_Strict):
     # prefix / prompt / p-tuning
     num_virtual_tokens: int = Field(20, ge=1)
     prefix_projection: bool = Field(False, description="prefix tuning: reparameterize through an MLP")
-    prompt_init_text: str | None = Field(None, description="prompt tuning: initialise from this text's embeddings")
-    encoder_hidden_size: int | None = Field(None, ge=1, description="prefix projection / p-tuning encoder width")
+    prompt_init_text: str | None = Field(
+        None, description="prompt tuning: initialise from this text's embeddings"
+    )
+    encoder_hidden_size: int | None = Field(
+        None, ge=1, description="prefix projection / p-tuning encoder width"
+    )
     encoder_type: Literal["MLP", "LSTM"] = Field("MLP", description="p-tuning prompt encoder")
 
     @property
@@ -72,8 +78,9 @@ class NewToken(_Strict):
 
     token: str = Field(min_length=1)
     init: Literal["copy", "mean_of", "mean_all"] = Field(
-        "mean_all", description="copy: the row of token `source`; mean_of: mean of the rows of `source`'s tokens; "
-        "mean_all: mean of all existing rows"
+        "mean_all",
+        description="copy: the row of token `source`; mean_of: mean of the rows of `source`'s tokens; "
+        "mean_all: mean of all existing rows",
     )
     source: str | None = None
 
@@ -91,7 +98,9 @@ class NewTokenSettings(_Strict):
 
     tokens: list[NewToken] = Field(default_factory=list)
     special: bool = Field(True, description="add as special tokens (never split, kept on decode)")
-    pad_to_multiple_of: int | None = Field(None, ge=1, description="round the embedding rows up to a multiple")
+    pad_to_multiple_of: int | None = Field(
+        None, ge=1, description="round the embedding rows up to a multiple"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> NewTokenSettings:

@@ -1,0 +1,131 @@
+import pytest
+import torch
+import yaml
+from pydantic import BaseModel
+
+from oa_core import hookimpl
+from oa_core.config import load_config
+from oa_core.errors import OAError
+from oa_core.extensions import Method, ModelPatch
+from oa_core.plugins import PluginManager, Provider
+from oa_train.model import prepare_model, register_sections
+from oa_train.model.peft_setup import save_adapter
+
+
+class NoopTrain(BaseModel):
+    pass
+
+
+def _tag(model):
+    model.config.oa_patched = True
+    return "tagged the config"
+
+
+class Plugin:
+    @hookimpl
+    def register_config_sections(self, register):
+        register_sections(register)
+
+    @hookimpl
+    def register_methods(self, register):
+        register("noop", Method(config=NoopTrain, run=lambda *a: None))
+
+    @hookimpl
+    def register_model_patches(self, register):
+        register("tag", ModelPatch(apply=_tag, architectures=("llama",)))
+
+
+@pytest.fixture(scope="module")
+def registry():
+    pm = PluginManager(entry_points=False)
+    pm.register(Plugin(), "prepare-test", Provider("prepare-test", "oa-test", "0.0.1"))
+    return pm.registry()
+
+
+@pytest.fixture
+def config(tmp_path, registry, model_dirs, tokenizer_path):
+    def _config(**sections):
+        doc = {"method": "noop", "model": {"path": model_dirs["llama_tied"], "dtype": "float32"}}
+        doc["tokenizer"] = {"path": tokenizer_path}
+        for key, value in sections.items():
+            doc[key] = doc.get(key, {}) | value if isinstance(value, dict) else value
+        path = tmp_path / f"run{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return load_config(path, registry=registry).config
+
+    return _config
+
+
+def test_lora_run_with_new_tokens_and_patch(config, registry, capsys, tmp_path):
+    cfg = config(
+        model={"patches": ["tag"]},
+        peft={"method": "lora", "target_modules": ["q_proj", "v_proj"]},
+        new_tokens={"tokens": [{"token": "<|user|>", "init": "copy", "source": "</s>"}]},
+    )
+    model, tokenizer, manifest = prepare_model(cfg, registry)
+    assert len(tokenizer) == 32001 and model.get_input_embeddings().weight.shape[0] == 32001
+    assert model.config.oa_patched is True
+    assert manifest["patches"] == [
+        {
+            "name": "tag",
+            "provider": "oa-test",
+            "version": "0.0.1",
+            "plugin": "prepare-test",
+            "description": "tagged the config",
+        }
+    ]
+    assert manifest["new_tokens"] == {"<|user|>": 32000} and manifest["peft"] == "lora"
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert (
+        manifest["trainable"]["trainable"]
+        == trainable
+        == manifest["trainable"]["groups"]["adapter"]["trainable"]
+    )
+    assert "adapter" in capsys.readouterr().out
+
+    # continue the saved adapter: its tokenizer (with the new token) and rows come back
+    torch.nn.init.normal_(model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight)
+    x = torch.tensor([[1, 32000, 450, 2]])
+    with torch.no_grad():
+        expected = model.eval()(input_ids=x).logits
+    save_adapter(model, tokenizer, tmp_path / "adapter")
+    again, tok2, manifest2 = prepare_model(
+        config(model={"adapter_path": str(tmp_path / "adapter")}, tokenizer={"path": None}),
+        registry,
+        show_table=False,
+    )
+    assert tok2.convert_tokens_to_ids("<|user|>") == 32000
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(input_ids=x).logits, expected)
+    assert manifest2["trainable"]["trainable"] == trainable
+
+
+def test_full_fine_tuning_with_freezing(config, registry):
+    model, _, manifest = prepare_model(
+        config(freeze={"first_n_layers": 1, "embeddings": True}), registry, show_table=False
+    )
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("model.layers.1.") or n == "model.norm.weight" for n in trainable)
+    assert manifest["peft"] == "none" and manifest["trainable"]["groups"]["embeddings"]["trainable"] == 0
+
+
+@pytest.mark.parametrize(
+    "sections,message",
+    [
+        (
+            {"peft": {"method": "lora"}, "freeze": {"embeddings": True}},
+            r"^freeze: applies to full fine-tuning only",
+        ),
+        (
+            {"model": {"adapter_path": "x"}, "peft": {"method": "lora"}},
+            r"^model\.adapter_path: cannot be combined",
+        ),
+        (
+            {"model": {"path": "/no/such/model"}},
+            r"^model\.path: local model folder '/no/such/model' not found",
+        ),
+    ],
+)
+def test_bad_combinations_are_one_line_errors(config, registry, sections, message):
+    with pytest.raises(OAError, match=message):
+        prepare_model(config(**sections), registry, show_table=False)
