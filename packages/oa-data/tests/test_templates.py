@@ -211,3 +211,34 @@ def test_disagreeing_masks_are_reported(tok):
         "{% if add_generation_prompt %}{{ '<|im_start|>' }}{% endif %}", "<|im_end|>")
     with pytest.raises(RecordError, match="record 9: loss masks from message boundaries and from prefix rendering disagree"):
         encode_messages(CHAT[1:3], tok, skewed, DataSettings(), index=9)
+
+
+QWEN_STYLE = """{%- if messages[0]['role'] == 'system' %}
+    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
+{%- else %}
+    {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant") %}
+        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
+
+
+def test_template_with_default_system_prompt_and_whitespace_control(chat_tokenizers, runs):
+    import copy
+
+    tok = copy.deepcopy(chat_tokenizers["gpt2"])
+    tok.chat_template = QWEN_STYLE
+    template = resolve_template(DataSettings(chat_template="tokenizer"), tok)
+    assert template.end_of_turn == "<|im_end|>"
+    msgs = CHAT[1:3]
+    assert template.render(msgs) == tok.apply_chat_template(msgs, tokenize=False)
+    assert template.render(msgs).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    for chat in (msgs, CHAT):
+        enc = encode_messages(chat, tok, template, DataSettings(only_answer_loss=True))
+        assert runs(enc, tok) == [f"{chat[-1]['content']}<|im_end|>"]

@@ -17,9 +17,19 @@ ZEPHYR = ChatTemplate(
     "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}",
 )
+QWEN_STYLE = ChatTemplate(  # a default system prompt when none is given; the first system message outside the loop
+    "qwen-style",
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for m in messages %}{%- if m.role != 'system' or not loop.first %}"
+    "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+    "<|im_end|>",
+)
 TURBO = ChatTemplate.turbo("<|im_start|>{role}\n", "<|im_end|>\n", {"user": "human"})
 TEMPLATES = {"chatml": BUILTIN_TEMPLATES["chatml"], "llama-3": BUILTIN_TEMPLATES["llama-3"],
-             "oasst": BUILTIN_TEMPLATES["oasst"], "turbo": TURBO, "zephyr": ZEPHYR}
+             "oasst": BUILTIN_TEMPLATES["oasst"], "turbo": TURBO, "zephyr": ZEPHYR,
+             "qwen-style": QWEN_STYLE}
 TRIMS = {"llama-3"}  # templates that trim the content
 
 pieces = st.sampled_from(["Hi", " there", "!", "\n", "  ", "é", "日本", "<|im_end|>", "</s>", "assistant", "\t", "0"])
