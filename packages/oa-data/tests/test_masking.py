@@ -91,13 +91,14 @@ def test_record_kinds(tok, runs):
 
 
 def test_preference_pair(tok):
-    pair = PreferencePair(prompt="Hello", chosen="Hi there!", rejected="Go away.")
-    out = encode_preference(pair, tok, CHATML, DataSettings())
-    assert tok.decode(out["prompt_input_ids"]) .endswith("<|im_start|>user\nHello<|im_end|>\n")
-    for key, answer in (("chosen", "Hi there!"), ("rejected", "Go away.")):
-        ids, labels = out[f"{key}_input_ids"], out[f"{key}_labels"]
-        assert tok.decode([t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]) == f"{answer}<|im_end|>"
-        assert tok.decode(ids).startswith("<|im_start|>assistant\n")
+    pair = PreferencePair(prompt="Hello", chosen="Hi there!", rejected="Hi, go away.")
+    for settings in (DataSettings(), DataSettings(train_on_inputs=True)):  # the prompt is never trained on
+        out = encode_preference(pair, tok, CHATML, settings)
+        assert tok.decode(out["prompt_input_ids"]) == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+        for key, answer in (("chosen", "Hi there!"), ("rejected", "Hi, go away.")):
+            ids, labels = out[f"{key}_input_ids"], out[f"{key}_labels"]
+            assert tok.decode(ids) == f"{answer}<|im_end|>\n"
+            assert tok.decode([t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]) == f"{answer}<|im_end|>"
 
 
 def test_dataset_supervision_report(tok):

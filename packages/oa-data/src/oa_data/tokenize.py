@@ -20,6 +20,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
+from types import SimpleNamespace
 from typing import Any
 
 from oa_core.errors import OAError, RecordError
@@ -184,15 +185,17 @@ def encode_record(record: Any, tokenizer: Any, template: ChatTemplate, settings:
 
 def encode_preference(record: PreferencePair, tokenizer: Any, template: ChatTemplate, settings: Any, *,
                       index: int | None = None, source: str | None = None) -> dict[str, list[int]]:
-    """A preference pair as ``prompt_input_ids`` and the ``chosen``/``rejected`` continuations'
-    ``*_input_ids`` and ``*_labels`` (the continuation after the shared prompt tokens)."""
+    """A preference pair as ``prompt_input_ids`` (ending with the generation prompt) and the
+    ``chosen``/``rejected`` continuations' ``*_input_ids`` and ``*_labels``. The prompt is never trained on,
+    whatever the policy of ``settings`` (kept for a signature uniform with :func:`encode_record`)."""
     out: dict[str, list[int]] = {}
+    answers_only = SimpleNamespace(train_on_inputs=False, only_answer_loss=False)
+    prompt = [m.model_copy(update={"train": False}) for m in record.prompt]
     for key in ("chosen", "rejected"):
-        messages = _prompt_then_answer(record.prompt, getattr(record, key), settings)
-        enc = encode_messages(messages, tokenizer, template, settings, index=index, source=source)
-        cut = enc.turns[len(record.prompt) - 1][1]
-        prompt = enc.input_ids[:cut]
-        if out.setdefault("prompt_input_ids", prompt) != prompt:
+        answer = [m if m.train is not None else m.model_copy(update={"train": True}) for m in getattr(record, key)]
+        enc = encode_messages(prompt + answer, tokenizer, template, answers_only, index=index, source=source)
+        cut = next(k for k, label in enumerate(enc.labels) if label != IGNORE_INDEX)
+        if out.setdefault("prompt_input_ids", enc.input_ids[:cut]) != enc.input_ids[:cut]:
             raise RecordError(f"{where(source, index)}: the prompt tokenizes differently before chosen and rejected",
                               hint="the chat template renders the prompt depending on the answer")
         out[f"{key}_input_ids"], out[f"{key}_labels"] = enc.input_ids[cut:], enc.labels[cut:]

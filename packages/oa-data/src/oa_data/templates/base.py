@@ -110,5 +110,5 @@ def _compile(text: str, name: str):
     try:
         return env.from_string(text)
     except jinja2.TemplateSyntaxError as e:
-        raise TemplateError(f"chat template '{name}': line {e.lineno}: {e.message}",
+        raise TemplateError(f"chat template '{name}': line {e.lineno}: {_one_line(e)}",
                             hint="fix the jinja syntax of the template") from None
