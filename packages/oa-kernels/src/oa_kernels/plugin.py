@@ -1,3 +1,43 @@
-"""Hook implementations of oa_kernels (registered through the `oa` entry point)."""
+"""Hook implementations of oa_kernels (registered through the ``oa`` entry point).
 
-from oa_core import hookimpl  # noqa: F401
+Imports nothing heavy: torch, triton and the kernels load when a patch is applied.
+"""
+
+from __future__ import annotations
+
+from oa_core import hookimpl
+from oa_core.extensions import ModelPatch
+from oa_kernels import architectures
+from oa_kernels.settings import KernelsSettings
+
+# patch name -> (function in oa_kernels.patches, kernel, description)
+PATCHES = {
+    "kernels.gelu": ("apply_gelu", "gelu", "Triton GELU (erf or tanh, as the model uses) and bias+GELU"),
+    "kernels.geglu": ("apply_geglu", "geglu", "Triton GeGLU MLP activation gelu(gate) * up"),
+    "kernels.rope": ("apply_rope", "rope", "Triton rotary embedding of q and k in one launch"),
+    "kernels.fused_linear_ce": ("apply_fused_linear_ce", "fused_linear_ce",
+                                "LM head + cross-entropy in chunks, never the full-vocab logits"),
+    "kernels.all": ("apply_all", None, "every kernel above that the model supports (switches: kernels: section)"),
+}
+
+
+def _lazy(function_name: str):
+    def apply(model, **options) -> str:
+        from oa_kernels import patches
+
+        return getattr(patches, function_name)(model, **options)
+
+    apply.__name__ = function_name
+    return apply
+
+
+@hookimpl
+def register_model_patches(register):
+    for name, (function_name, kernel, description) in PATCHES.items():
+        arch = architectures.BY_KERNEL.get(kernel, architectures.ANY)
+        register(name, ModelPatch(apply=_lazy(function_name), architectures=arch, description=description))
+
+
+@hookimpl
+def register_config_sections(register):
+    register("kernels", KernelsSettings)

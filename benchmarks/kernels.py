@@ -1,0 +1,454 @@
+"""Benchmark oa-kernels against eager PyTorch, torch.compile and Liger-Kernel, in one run, on one GPU.
+
+    python benchmarks/kernels.py --out DIR        # writes DIR/kernels.json and DIR/kernels.md
+
+Every case reports the median time (triton.testing.do_bench), the bytes it must move at least (each
+input read once, each output written once) over that time as a fraction of the measured device-to-device
+copy bandwidth, and the error of ours against eager. Providers that are missing (Liger not installed) or
+fail are reported as such, not skipped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import sys
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+GIB = 1 << 30
+
+
+@dataclass
+class Row:
+    case: str
+    provider: str
+    ms: float | None = None
+    bytes: int = 0
+    peak_mib: float | None = None
+    error: float | None = None
+    note: str = ""
+
+    def fraction(self, copy_bytes_per_ms: float) -> float | None:
+        if self.ms is None or not self.bytes:
+            return None
+        return self.bytes / self.ms / copy_bytes_per_ms
+
+
+@dataclass
+class Report:
+    device: str
+    date: str
+    copy_gbps: float
+    rows: list[Row] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+
+def min_bytes(elements_read: int, elements_written: int, itemsize: int) -> int:
+    """The fewest bytes a kernel must move: every input element read once, every output written once."""
+    return (elements_read + elements_written) * itemsize
+
+
+def speedups(rows: list[Row], case: str) -> dict[str, float]:
+    """ours' speed-up over each other provider of one case (> 1: ours is faster)."""
+    times = {r.provider: r.ms for r in rows if r.case == case and r.ms is not None}
+    if "ours" not in times:
+        return {}
+    return {p: t / times["ours"] for p, t in times.items() if p != "ours"}
+
+
+def render_markdown(report: Report) -> str:
+    copy_bytes_per_ms = report.copy_gbps * 1e6
+    lines = [
+        f"Device: {report.device}; date: {report.date}; measured copy bandwidth {report.copy_gbps:.0f} GB/s "
+        "(device-to-device copy, bytes read + written).",
+        "",
+        "| case | provider | ms | fraction of copy bandwidth | ours' speed-up | peak MiB | max rel. error vs eager | note |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in report.rows:
+        frac = r.fraction(copy_bytes_per_ms)
+        up = speedups(report.rows, r.case).get(r.provider)
+        cells = [
+            r.case, r.provider,
+            f"{r.ms:.3f}" if r.ms is not None else "-",
+            f"{frac:.2f}" if frac is not None else "-",
+            f"{up:.2f}x" if up is not None else "",
+            f"{r.peak_mib:.0f}" if r.peak_mib is not None else "",
+            f"{r.error:.1e}" if r.error is not None else "",
+            r.note,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- GPU side
+
+
+def _bench(fn, grad_to_none=None) -> float:
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=50, rep=300, grad_to_none=grad_to_none, return_mode="median")
+
+
+def copy_bandwidth_gbps(nbytes: int = 2 * GIB) -> float:
+    import torch
+
+    src = torch.randn(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    ms = _bench(lambda: dst.copy_(src))
+    return 2 * nbytes / ms / 1e6
+
+
+def _rel_error(got, want) -> float:
+    got, want = got.double(), want.double()
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+def _peak_mib(fn) -> float:
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def _liger():
+    try:
+        import liger_kernel  # noqa: F401
+
+        return None
+    except Exception as e:
+        return f"Liger-Kernel not importable: {type(e).__name__}"
+
+
+def _run(report: Report, case: str, provider: str, make, nbytes: int, ref=None, memory: bool = False):
+    """Time ``make()`` -> (fn, grads_to_reset, output getter); record a row, or the reason it failed."""
+    row = Row(case, provider, bytes=nbytes)
+    try:
+        fn, grads, output = make()
+        fn()
+        if ref is not None and output is not None:
+            row.error = _rel_error(output(), ref)
+        if memory:
+            row.peak_mib = _peak_mib(fn)
+        row.ms = _bench(fn, grads)
+    except Exception as e:
+        row.note = f"failed: {type(e).__name__}: {' '.join(str(e).split())[:120]}"
+        traceback.print_exc()
+    report.rows.append(row)
+    print(f"{case:40s} {provider:10s} {row.ms if row.ms is None else round(row.ms, 4)} {row.note}", flush=True)
+
+
+def bench_rope(report: Report, layout: str, B=8, HQ=32, HK=8, S=4096, D=128, backward=True):
+    import torch
+
+    from oa_kernels import reference
+    from oa_kernels.rope import apply_rope
+
+    dt = torch.bfloat16
+
+    def qk():
+        shape = lambda h: (B, S, h, D) if layout == "hf" else (B, h, S, D)  # noqa: E731
+        q, k = (torch.randn(shape(h), device="cuda", dtype=dt) for h in (HQ, HK))
+        if layout == "hf":
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+        return q.requires_grad_(backward), k.requires_grad_(backward)
+
+    pos = torch.arange(S, device="cuda")[None].expand(B, S)
+    inv_freq = 1.0 / (500000 ** (torch.arange(0, D, 2, device="cuda").float() / D))
+    cos, sin = (t.to(dt) for t in reference.rope_angles(pos, inv_freq))
+    q0, k0 = qk()
+    with torch.no_grad():
+        ref = reference.rope(q0, k0, cos, sin)[0]
+    passes = 2 if backward else 1
+    nbytes = passes * min_bytes(q0.numel() + k0.numel(), q0.numel() + k0.numel(), 2)
+    case = f"rope {layout} {'fwd+bwd' if backward else 'fwd'} q({B},{HQ},{S},{D}) k({B},{HK},{S},{D})"
+
+    def maker(f):
+        def make():
+            q, k = qk()
+            gq, gk = torch.randn_like(q), torch.randn_like(k)
+            q.data.copy_(q0)
+            k.data.copy_(k0)
+            out = {}
+
+            def fn():
+                qo, ko = f(q, k)
+                out["q"] = qo
+                if backward:
+                    torch.autograd.backward((qo, ko), (gq, gk))
+
+            return fn, ([q, k] if backward else None), lambda: out["q"]
+
+        return make
+
+    eager = lambda q, k: reference.rope(q, k, cos, sin)  # noqa: E731
+    _run(report, case, "ours", maker(lambda q, k: apply_rope(q, k, cos, sin)), nbytes, ref)
+    _run(report, case + " (cos/sin in-kernel)", "ours",
+         maker(lambda q, k: apply_rope(q, k, position_ids=pos, inv_freq=inv_freq)), nbytes, ref)
+    _run(report, case, "eager", maker(eager), nbytes, ref)
+    compiled = torch.compile(eager)
+    _run(report, case, "compile", maker(compiled), nbytes, ref)
+    if (why := _liger()) is None:
+        from liger_kernel.transformers.rope import liger_rotary_pos_emb
+
+        # Liger rotates in place: fresh copies keep its input the same each time (their cost is not timed out,
+        # so time Liger on q/k that it may overwrite; the rotation keeps values bounded)
+        _run(report, case, "liger", maker(lambda q, k: liger_rotary_pos_emb(q, k, cos, sin)), nbytes, None)
+    else:
+        report.rows.append(Row(case, "liger", note=why))
+
+
+def bench_gelu(report: Report, variant: str, gated: bool, N=32768, M=14336, backward=False):
+    import torch
+
+    from oa_kernels import reference
+    from oa_kernels.activations import geglu, gelu
+
+    dt = torch.bfloat16
+    a0 = torch.randn(N, M, device="cuda", dtype=dt)
+    b0 = torch.randn(N, M, device="cuda", dtype=dt)
+    n = a0.numel()
+    inputs = 2 if gated else 1
+    if backward:  # fwd: read inputs, write out; bwd: read dy + inputs, write their grads
+        nbytes = min_bytes(inputs * n + (inputs + 1) * n, n + inputs * n, 2)
+    else:
+        nbytes = min_bytes(inputs * n, n, 2)
+    name = "geglu" if gated else "gelu"
+    label = "erf" if variant == "none" else "tanh"
+    case = f"{name} ({label}) {'fwd+bwd' if backward else 'fwd'} {N}x{M}"
+    with torch.no_grad():
+        ref = reference.geglu(a0, b0, variant) if gated else reference.gelu(a0, variant)
+
+    def maker(f):
+        def make():
+            a = a0.detach().clone().requires_grad_(backward)
+            b = b0.detach().clone().requires_grad_(backward)
+            dy = torch.randn_like(a) if backward else None
+            out = {}
+
+            def fn():
+                y = f(a, b) if gated else f(a)
+                out["y"] = y
+                if backward:
+                    y.backward(dy)
+
+            return fn, ([a, b] if backward else None), lambda: out["y"]
+
+        return make
+
+    ours = (lambda a, b: geglu(a, b, variant)) if gated else (lambda a: gelu(a, variant))
+    eager = (lambda a, b: reference.geglu(a, b, variant)) if gated else (lambda a: reference.gelu(a, variant))
+    ctx = torch.enable_grad() if backward else torch.no_grad()
+    with ctx:
+        _run(report, case, "ours", maker(ours), nbytes, ref)
+        _run(report, case, "eager", maker(eager), nbytes, ref)
+        _run(report, case, "compile", maker(torch.compile(eager)), nbytes, ref)
+        if gated and variant == "tanh":
+            if (why := _liger()) is None:
+                from liger_kernel.ops.geglu import LigerGELUMulFunction
+
+                _run(report, case, "liger", maker(LigerGELUMulFunction.apply), nbytes, ref)
+            else:
+                report.rows.append(Row(case, "liger", note=why))
+
+
+def bench_linear_ce(report: Report, T=8192, H=4096, V=128256):
+    import torch
+    import torch.nn.functional as F
+
+    from oa_kernels.linear_ce import fused_linear_cross_entropy
+
+    dt = torch.bfloat16
+    h0 = torch.randn(T, H, device="cuda", dtype=dt)
+    w0 = torch.randn(V, H, device="cuda", dtype=dt) * H**-0.5
+    labels = torch.randint(0, V, (T,), device="cuda")
+    labels[::10] = -100
+    with torch.no_grad():
+        ref = F.cross_entropy(F.linear(h0, w0).float(), labels)
+    case = f"linear+CE fwd+bwd T={T} H={H} V={V}"
+
+    def maker(f):
+        def make():
+            h = h0.clone().requires_grad_()
+            w = w0.clone().requires_grad_()
+            out = {}
+
+            def fn():
+                loss = f(h, w)
+                out["loss"] = loss.detach()
+                loss.backward()
+
+            return fn, [h, w], lambda: out["loss"]
+
+        return make
+
+    unfused = lambda h, w: F.cross_entropy(F.linear(h, w).float(), labels)  # noqa: E731
+    _run(report, case, "ours", maker(lambda h, w: fused_linear_cross_entropy(h, w, labels)), 0, ref, memory=True)
+    _run(report, case, "eager", maker(unfused), 0, ref, memory=True)
+    _run(report, case, "compile", maker(torch.compile(unfused)), 0, ref, memory=True)
+    if (why := _liger()) is None:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        liger = LigerFusedLinearCrossEntropyLoss()
+        _run(report, case, "liger", maker(lambda h, w: liger(w, h, labels)), 0, ref, memory=True)
+    else:
+        report.rows.append(Row(case, "liger", note=why))
+
+
+def _sweep_rope(lines: list[str]) -> None:
+    import torch
+
+    from oa_kernels import reference
+    from oa_kernels import rope as rope_mod
+
+    dt = torch.bfloat16
+    B, HQ, HK, S, D = 8, 32, 8, 4096, 128
+    pos = torch.arange(S, device="cuda")[None].expand(B, S)
+    inv_freq = 1.0 / (500000 ** (torch.arange(0, D, 2, device="cuda").float() / D))
+    table = ("table", *(t.to(dt) for t in reference.rope_angles(pos, inv_freq)))
+    positions = ("positions", pos, inv_freq, 1.0)
+    for layout in ("hf", "contiguous"):
+        if layout == "hf":
+            q = torch.randn(B, S, HQ, D, device="cuda", dtype=dt).transpose(1, 2)
+            k = torch.randn(B, S, HK, D, device="cuda", dtype=dt).transpose(1, 2)
+        else:
+            q = torch.randn(B, HQ, S, D, device="cuda", dtype=dt)
+            k = torch.randn(B, HK, S, D, device="cuda", dtype=dt)
+        qo, ko = torch.empty_like(q), torch.empty_like(k)
+        for bs in (2, 4, 8):
+            for group in (4, 8, 16):
+                for nw in (4, 8):
+                    rope_mod.BLOCK_S, rope_mod.GROUP, rope_mod.NUM_WARPS = bs, group, nw
+                    ms = _bench(functools.partial(rope_mod._launch, q, k, qo, ko, table, False))
+                    ms_pos = _bench(functools.partial(rope_mod._launch, q, k, qo, ko, positions, False))
+                    lines.append(f"rope {layout} fwd BLOCK_S={bs} GROUP={group} warps={nw}: {ms:.4f} ms "
+                                 f"(positions {ms_pos:.4f})")
+
+
+def _sweep_gelu(lines: list[str]) -> None:
+    import torch
+
+    from oa_kernels import activations
+
+    a = torch.randn(32768, 14336, device="cuda", dtype=torch.bfloat16)
+    b, out = torch.randn_like(a), torch.empty_like(a)
+    for block, nw in ((1024, 4), (1024, 8), (2048, 8), (4096, 8), (4096, 16)):
+        activations.BLOCK, activations.NUM_WARPS = block, nw
+        for name, tanh, mul in (("geglu tanh", True, True), ("gelu erf", False, False)):
+            launch = functools.partial(activations._launch, activations._fwd_kernel, a.numel(), a, b, a, out,
+                                       a.numel(), 1, TANH=tanh, HAS_MUL=mul, HAS_BIAS=False)
+            lines.append(f"{name} fwd BLOCK={block} warps={nw}: {_bench(launch):.4f} ms")
+
+
+def _sweep_linear_ce(lines: list[str], T=8192, H=4096, V=128256) -> None:
+    """Time and peak memory of ours' fwd+bwd over chunk sizes (rows per chunk)."""
+    import torch
+
+    from oa_kernels.linear_ce import fused_linear_cross_entropy
+
+    h = torch.randn(T, H, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = (torch.randn(V, H, device="cuda", dtype=torch.bfloat16) * H**-0.5).requires_grad_()
+    labels = torch.randint(0, V, (T,), device="cuda")
+
+    def step(chunk):
+        fused_linear_cross_entropy(h, w, labels, chunk_size=chunk).backward()
+
+    for chunk in (256, 512, 1024, 2048):
+        fn = functools.partial(step, chunk)
+        fn()
+        mib = _peak_mib(fn)
+        lines.append(f"linear_ce chunk={chunk}: {_bench(fn, [h, w]):.3f} ms, peak {mib:.0f} MiB")
+
+
+def sweep() -> list[str]:
+    """Time ours alone over launch settings (block sizes, warps, chunks), to pick the defaults."""
+    from oa_kernels import activations
+    from oa_kernels import rope as rope_mod
+
+    defaults = (rope_mod.BLOCK_S, rope_mod.GROUP, rope_mod.NUM_WARPS, activations.BLOCK, activations.NUM_WARPS)
+    lines: list[str] = []
+    try:
+        _sweep_rope(lines)
+        _sweep_gelu(lines)
+    finally:
+        rope_mod.BLOCK_S, rope_mod.GROUP, rope_mod.NUM_WARPS, activations.BLOCK, activations.NUM_WARPS = defaults
+    _sweep_linear_ce(lines)
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
+SUITES = ("rope", "geglu", "gelu", "linear_ce")
+
+
+def run_all(suites=SUITES) -> Report:
+    import torch
+
+    torch.manual_seed(0)
+    props = torch.cuda.get_device_properties(0)
+    import triton
+
+    report = Report(props.name, datetime.date.today().isoformat(), copy_bandwidth_gbps())
+    report.meta = {"torch": torch.__version__, "triton": triton.__version__}
+    try:
+        from importlib.metadata import version
+
+        import liger_kernel  # noqa: F401
+
+        report.meta["liger_kernel"] = version("liger-kernel")
+    except Exception:
+        report.meta["liger_kernel"] = None
+    print(f"copy bandwidth {report.copy_gbps:.0f} GB/s on {report.device}", flush=True)
+    if "rope" in suites:
+        for layout in ("hf", "contiguous"):
+            bench_rope(report, layout, backward=False)
+            bench_rope(report, layout, backward=True)
+    if "geglu" in suites:
+        for backward in (False, True):
+            bench_gelu(report, "tanh", gated=True, backward=backward)
+        bench_gelu(report, "none", gated=True, backward=False)
+    if "gelu" in suites:
+        for variant in ("none", "tanh"):
+            for backward in (False, True):
+                bench_gelu(report, variant, gated=False, backward=backward)
+    if "linear_ce" in suites:
+        bench_linear_ce(report)
+    return report
+
+
+def write(report: Report, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernels.json").write_text(json.dumps(asdict(report), indent=1))
+    (out / "kernels.md").write_text(render_markdown(report))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--sweep", action="store_true", help="time launch settings of ours first")
+    parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated subset of {', '.join(SUITES)}")
+    args = parser.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        print("benchmarks/kernels.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    if args.sweep:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "sweep.txt").write_text("\n".join(sweep()) + "\n")
+    report = run_all(tuple(s for s in args.suites.split(",") if s))
+    write(report, args.out)
+    print(render_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

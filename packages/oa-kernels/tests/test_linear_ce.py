@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from oa_core.errors import OAError
+from oa_kernels import fused_linear_cross_entropy, reference
+
+
+def _problem(shape, H, V, dtype, device, ignored=3):
+    hidden = torch.randn(*shape, H, device=device).to(dtype).requires_grad_()
+    weight = (torch.randn(V, H, device=device) * H**-0.5).to(dtype).requires_grad_()
+    labels = torch.randint(0, V, shape, device=device)
+    labels.view(-1)[:ignored] = -100
+    return hidden, weight, labels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_size", [None, 4])
+@pytest.mark.parametrize("shape,H,V", [((2, 9), 16, 50), ((13,), 24, 129)])
+def test_loss_and_gradients_match_unfused(shape, H, V, chunk_size, reduction, dtype, device, assert_close):
+    hidden, weight, labels = _problem(shape, H, V, dtype, device)
+    loss = fused_linear_cross_entropy(hidden, weight, labels, reduction=reduction, chunk_size=chunk_size)
+    grad_out = torch.randn_like(loss) if reduction == "none" else torch.tensor(1.7, device=device)
+    grads = torch.autograd.grad(loss, (hidden, weight), grad_out)
+    h64, w64 = (t.detach().double().requires_grad_() for t in (hidden, weight))
+    want = reference.linear_cross_entropy(h64, w64, labels, reduction=reduction)
+    want = want.reshape(labels.shape) if reduction == "none" else want
+    want_grads = torch.autograd.grad(want, (h64, w64), grad_out.double())
+    assert loss.shape == want.shape and loss.dtype == torch.float32
+    assert_close(loss, want, torch.float32 if dtype == torch.float32 else dtype)
+    for got, ref in zip(grads, want_grads, strict=True):
+        assert_close(got, ref, dtype)
+    if reduction == "none":
+        assert (loss.reshape(-1)[:3] == 0).all()  # ignored tokens
+
+
+def test_other_ignore_index_and_no_weight_grad(device):
+    hidden, weight, labels = _problem((10,), 8, 20, torch.float32, device, ignored=0)
+    labels[::3] = 7
+    weight = weight.detach()
+    loss = fused_linear_cross_entropy(hidden, weight, labels, ignore_index=7)
+    (grad,) = torch.autograd.grad(loss, hidden)
+    want = torch.nn.functional.cross_entropy(hidden @ weight.T, labels, ignore_index=7)
+    assert torch.allclose(loss, want, atol=1e-5)
+    assert torch.allclose(grad, torch.autograd.grad(want, hidden)[0], atol=1e-6)
+
+
+def test_bad_arguments_raise_one_line_errors(device):
+    hidden, weight, labels = _problem((4,), 8, 20, torch.float32, device)
+    with pytest.raises(OAError, match="unknown reduction 'avg'"):
+        fused_linear_cross_entropy(hidden, weight, labels, reduction="avg")
+    with pytest.raises(OAError, match="do not fit") as e:
+        fused_linear_cross_entropy(hidden, weight.T, labels)
+    assert "\n" not in str(e.value) and e.value.hint
+
