@@ -43,10 +43,6 @@ def test_groups_of_a_llama_model(load):
         ({"first_n_layers": 1}, block(0)),
         ({"first_n_layers": 2, "layers_not_to_freeze": [0]}, block(1)),
         ({"attention": True, "feed_forward": True, "layers_not_to_freeze": [1]}, block(0, ATTN + MLP)),
-        (
-            {"embeddings": True, "layer_norms": True, "attention": True, "feed_forward": True, "other": True},
-            ALL,
-        ),
     ],
 )
 def test_exact_trainable_set_per_option(load, settings, frozen):
@@ -56,6 +52,12 @@ def test_exact_trainable_set_per_option(load, settings, frozen):
     params = dict(model.named_parameters())
     assert report.trainable == sum(params[n].numel() for n in ALL - frozen)
     assert report.total == sum(p.numel() for p in params.values())
+
+
+def test_freezing_everything_is_an_error(load):
+    settings = FreezeSettings(embeddings=True, layer_norms=True, attention=True, feed_forward=True)
+    with pytest.raises(OAError, match=r"^freeze: these settings freeze every parameter"):
+        apply_freeze(load("llama_untied"), settings)
 
 
 def test_other_group_is_the_classifier_head(load):

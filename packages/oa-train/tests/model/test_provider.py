@@ -93,3 +93,17 @@ def test_remote_code_is_not_run_by_default(model_dirs, tmp_path):
 def test_model_kwargs_cannot_override_own_keys(model_dirs):
     with pytest.raises(OAError, match=r"^model\.model_kwargs\.trust_remote_code: "):
         load_model(ModelSettings(path=model_dirs["llama_tied"], model_kwargs={"trust_remote_code": True}))
+
+
+@pytest.mark.parametrize("impl", ["bogus_attn", "flash_attention_2"])
+def test_unusable_attention_implementation_names_the_key(model_dirs, impl):
+    with pytest.raises(OAError) as err:
+        load_model(ModelSettings(path=model_dirs["llama_tied"], attn_implementation=impl))
+    assert _one_line(err).startswith(f"model.attn_implementation: '{impl}' cannot be used")
+
+
+def test_type_without_a_head_for_the_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(OAError) as err:
+        load_model(ModelSettings(path=str(tmp_path), type="causal"))
+    assert _one_line(err).startswith("model.type: 'causal' is not available")

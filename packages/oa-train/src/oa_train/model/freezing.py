@@ -92,7 +92,13 @@ def apply_freeze(model, settings: FreezeSettings) -> TrainableReport:
         else:
             group = groups[name]
             param.requires_grad = not (group != "adapter" and getattr(settings, group))
-    return trainable_report(model)
+    report = trainable_report(model)
+    if report.trainable == 0:
+        raise OAError(
+            "freeze: these settings freeze every parameter, nothing would train",
+            hint="leave a group trainable or list blocks in freeze.layers_not_to_freeze",
+        )
+    return report
 
 
 @dataclass

@@ -23,7 +23,9 @@ _OWN_KWARGS = (
 
 
 def is_offline() -> bool:
-    return any(
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or any(
         os.environ.get(v, "").lower() in ("1", "true", "yes")
         for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
@@ -148,10 +150,16 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
                 "with model.model_kwargs.use_safetensors: false",
             ) from None
         raise _load_error("model.path", model.path, local, e) from None
-    except ValueError as e:
-        if "attn_implementation" in str(e) or "attention" in str(e).lower():
+    except (ValueError, ImportError) as e:
+        text = " ".join(str(e).split())
+        if model.attn_implementation and ("attn_implementation" in text or "Attention" in text):
             raise OAError(
-                f"model.attn_implementation: '{model.attn_implementation}' cannot be used: {' '.join(str(e).split())[:160]}",
-                hint="use eager or sdpa, or install the missing package",
+                f"model.attn_implementation: '{model.attn_implementation}' cannot be used: {text[:160]}",
+                hint="use eager or sdpa, or install the package it needs",
+            ) from None
+        if "Unrecognized configuration class" in text:
+            raise OAError(
+                f"model.type: '{model.type}' is not available for the model in '{model.path}'",
+                hint="use type causal for language models, seq_cls for classifiers/reward models",
             ) from None
         raise _load_error("model.path", model.path, local, e) from None
