@@ -242,3 +242,9 @@ def test_template_with_default_system_prompt_and_whitespace_control(chat_tokeniz
     for chat in (msgs, CHAT):
         enc = encode_messages(chat, tok, template, DataSettings(only_answer_loss=True))
         assert runs(enc, tok) == [f"{chat[-1]['content']}<|im_end|>"]
+
+
+def test_end_of_turn_inferred_from_tokens_still_to_be_added(raw_tokenizers):
+    chatml = BUILTIN_TEMPLATES["chatml"].jinja
+    settings = DataSettings(chat_template_jinja=chatml, add_special_tokens=["<|im_start|>", "<|im_end|>"])
+    assert resolve_template(settings, raw_tokenizers["gpt2"]).end_of_turn == "<|im_end|>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ def special_token_strings(tokenizer: Any) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def infer_end_of_turn(template: ChatTemplate, tokenizer: Any) -> str:
-    """The end-of-turn string of ``template``: the first special token rendered after an assistant answer."""
+def infer_end_of_turn(template: ChatTemplate, tokenizer: Any, extra_tokens: Iterable[str] = ()) -> str:
+    """The end-of-turn string of ``template``: the first special token (of the tokenizer, the template's
+    ``special_tokens`` or ``extra_tokens``, e.g. tokens still to be added) rendered after an answer."""
     variables = template_variables(tokenizer)
     probe = [{"role": "user", "content": _PROBE[0]}, {"role": "assistant", "content": _PROBE[1]},
              {"role": "user", "content": _PROBE[2]}]
@@ -37,7 +39,8 @@ def infer_end_of_turn(template: ChatTemplate, tokenizer: Any) -> str:
         raise TemplateError(f"chat template '{template.name}' never renders an assistant message",
                             hint="the template must output message['content'] of assistant messages")
     between = text[start + 1 : stop if stop > start else len(text)]
-    hits = [(between.find(t), t) for t in special_token_strings(tokenizer) if t and t in between]
+    candidates = {*special_token_strings(tokenizer), *template.special_tokens, *extra_tokens}
+    hits = [(between.find(t), t) for t in candidates if t and t in between]
     if not hits:
         raise TemplateError(
             f"chat template '{template.name}': no special token follows an assistant answer ({between!r})",
@@ -96,12 +99,12 @@ def resolve_template(settings: Any, tokenizer: Any, registry: Any = None) -> Cha
                 hint="set data.chat_template to a built-in (chatml, llama-3, oasst, llama-2) or data.chat_template_jinja",
             )
         template = ChatTemplate("tokenizer", text, eot)
-    return with_end_of_turn(template, tokenizer)
+    return with_end_of_turn(template, tokenizer, settings.add_special_tokens)
 
 
-def with_end_of_turn(template: ChatTemplate, tokenizer: Any) -> ChatTemplate:
+def with_end_of_turn(template: ChatTemplate, tokenizer: Any, extra_tokens: Iterable[str] = ()) -> ChatTemplate:
     """``template`` with a concrete ``end_of_turn`` (the tokenizer's eos for eos-terminated built-ins)."""
     if template.end_of_turn:
         return template
-    eot = infer_end_of_turn(template, tokenizer)
+    eot = infer_end_of_turn(template, tokenizer, extra_tokens)
     return dataclasses.replace(template, end_of_turn=eot)
