@@ -8,7 +8,6 @@ from oa_train.sft.recipe import run_sft
 from oa_train.training.batching import collate, micro_batches, num_targets
 from oa_train.training.loss import forward_logits, token_losses
 
-
 SGD = {"optimizer": "sgd", "learning_rate": 0.5}  # the update is proportional to the gradient (Adam's is not)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 import yaml
-from oa_core.config import load_config
 
+from oa_core.config import load_config
 from oa_train.launch import launch
 from oa_train.sft.recipe import run_sft
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from oa_core.config import LoadedConfig, write_effective_config
 from oa_core.errors import OAError
 from oa_core.io import atomic_write_text
+from oa_train.model.tokens import resize_embeddings
 from oa_train.sft.config import SFTConfig
 from oa_train.sft.data import check_examples, default_prepare_data
 from oa_train.sft.eval import evaluate, generation_metrics
@@ -42,6 +43,8 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
     out = Path(cfg.output_dir)
     if cfg.model is None:
         raise OAError("model: no model configured", hint="set model.path to a local folder or hub id")
+    ckpts = Checkpoints(out, limit=tc.save_total_limit, metric=tc.metric_for_best, greater_is_better=tc.higher_is_better)
+    resume = ckpts.resolve(tc.resume_from)
     if prepare_data is None and not cfg.datasets:
         raise OAError("datasets: no training datasets configured", hint="add at least one entry under datasets:")
 
@@ -64,8 +67,11 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
 
-    # 3. data
-    train_data, eval_data = (prepare_data or default_prepare_data)(cfg, tokenizer)
+    # 3. data (rank 0 first: it fills the tokenized cache the others read); the pipeline may add tokens
+    with accelerator.main_process_first():
+        train_data, eval_data = (prepare_data or default_prepare_data)(cfg, tokenizer)
+    if resize_embeddings(model, len(tokenizer)):
+        model_manifest["resized_embeddings_to"] = len(tokenizer)
     eval_data = eval_data if eval_data is not None else []
     if len(train_data) == 0:
         raise OAError("datasets: the training split is empty", hint="check the dataset paths, split and filters")
@@ -83,6 +89,7 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
         raise OAError("train.generation.num_samples: needs eval data", hint="add eval_datasets, or set it to 0")
 
     # 5. optimizer, schedule, distributed wrapping (the schedule is stepped once per optimizer step)
+    _fill_deepspeed_auto(accelerator, tc)
     optimizer = build_optimizer(model, tc.optimizer, tc.learning_rate, tc.weight_decay, tc.adam_betas, tc.adam_epsilon)
     scheduler = build_scheduler(optimizer, tc.lr_scheduler, warmup, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -90,9 +97,7 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
     if tc.report_to != ["none"]:
         accelerator.init_trackers(tc.project, config=_flat(loaded.effective()))
 
-    # 6. resume
-    ckpts = Checkpoints(out, limit=tc.save_total_limit, metric=tc.metric_for_best, greater_is_better=tc.higher_is_better)
-    resume = ckpts.resolve(tc.resume_from)
+    # 6. resume (the checkpoint was resolved first thing, so a wrong path fails fast)
     state = {"step": 0, "history": [], "metrics": {}, "skipped_steps": 0}
     if resume is not None:
         state = read_state(resume)
@@ -218,6 +223,21 @@ def _prepare_model(cfg, main: bool):
     from oa_train.model import prepare_model
 
     return prepare_model(cfg, get_registry(), show_table=main)
+
+
+def _fill_deepspeed_auto(accelerator, tc: SFTConfig) -> None:
+    """DeepSpeed presets say ``auto``; there is no prepared dataloader to infer them from."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    for key, value in (("train_micro_batch_size_per_gpu", tc.per_device_batch_size),
+                       ("gradient_accumulation_steps", tc.gradient_accumulation_steps),
+                       ("gradient_clipping", tc.max_grad_norm or 0.0)):
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+    if ds.get("train_batch_size") == "auto":
+        del ds["train_batch_size"]  # deepspeed derives it from the two above and the world size
 
 
 def _save_final(accelerator, model, tokenizer, out: Path) -> None:

@@ -1,0 +1,87 @@
+"""`oa train`: config problems and missing pieces are one-line errors (exit 2); workers are launched
+through accelerate with the same arguments."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from oa_cli.main import main
+from oa_train.launch import launch_command
+
+
+def _write(tmp_path, doc) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("doc", "args", "message"),
+    [
+        ({"method": "sft", "model": {"path": "x"}, "train": {"learning_rat": 1e-4}}, [],
+         "train.learning_rat: unknown key (did you mean 'learning_rate'?)"),
+        ({"method": "sft", "train": {"warmup_ratio": 0.1, "warmup_steps": 5}}, [],
+         "train: give at most one of 'warmup_ratio' and 'warmup_steps'"),
+        ({"method": "stf"}, [], "unknown method 'stf' (did you mean 'sft'?)"),
+        ({"method": "sft", "model": {"path": "x"}}, [], "datasets: no training datasets configured"),
+        ({"method": "pretrain", "train": {"report_to": "tensorboardx"}}, [], "train.report_to.0: Input should be"),
+        ({"method": "sft"}, ["--set", "train.metric_for_best=loss"], "metric_for_best must name an eval metric"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, capsys, doc, args, message):
+    code = main(["train", _write(tmp_path, doc), *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
+
+
+def test_resume_option_becomes_an_override_and_is_checked(tmp_path, capsys, tiny_model_dir):
+    cfg = _write(tmp_path, {"method": "sft", "model": {"path": tiny_model_dir}, "datasets": [],
+                            "output_dir": str(tmp_path / "out")})
+    code = main(["train", cfg, "--resume", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"train.resume_from: '{tmp_path / 'nowhere'}' is not a complete checkpoint" in err
+
+
+def test_launch_command_runs_the_same_command_in_each_worker():
+    cmd = launch_command(["-m", "oa_cli.main", "train", "run.yaml", "--set", "seed=1"], num_processes=2)
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert cmd[cmd.index("--num_processes") + 1] == "2" and "--multi_gpu" in cmd
+    assert cmd[-6:] == ["-m", "oa_cli.main", "train", "run.yaml", "--set", "seed=1"]
+    preset = launch_command(["x.py"], num_processes=8, accelerate_config="zero3.yaml")
+    assert preset[preset.index("--config_file") + 1] == "zero3.yaml" and "--multi_gpu" not in preset
+
+
+def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_model_dir):
+    """`oa train CONFIG` on alpaca rows: chatml template (new tokens: embeddings grow), packing, eval."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    seed = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
+    rows = seed.read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(rows[:8]) + "\n")
+    (tmp_path / "eval.jsonl").write_text("\n".join(rows[8:10]) + "\n")
+    out = tmp_path / "out"
+    cfg = _write(tmp_path, {
+        "method": "sft", "output_dir": str(out), "model": {"path": tiny_model_dir, "dtype": "float32"},
+        "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca"}],
+        "eval_datasets": [{"path": str(tmp_path / "eval.jsonl"), "format": "alpaca"}],
+        "data": {"chat_template": "chatml", "max_length": 128, "packing": True, "cache_dir": str(tmp_path / "cache")},
+        "train": {"max_steps": 2, "per_device_batch_size": 2, "save_steps": 1, "logging_steps": 1},
+    })
+    assert main(["train", cfg, "--set", "train.learning_rate=0.001"]) == 0, capsys.readouterr().err
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    assert "<|im_start|>" in tok.get_vocab() and len(tok) > 32000
+    with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
+        assert f.get_slice("model.embed_tokens.weight").get_shape()[0] >= len(tok)
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["model"]["resized_embeddings_to"] == len(tok)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 2 and "eval_loss" in records[-1]
+    assert (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
