@@ -43,3 +43,15 @@ def test_existing_special_tokens_are_not_added_twice(raw_tokenizers):
     tok = copy.deepcopy(raw_tokenizers["gpt2"])
     changes = prepare_tokenizer(tok, ["<|endoftext|>"], template=BUILTIN_TEMPLATES["oasst"])
     assert changes.added == ["<|system|>", "<|prompter|>", "<|assistant|>", "<pad>"]
+
+
+def test_multi_token_end_of_turn_is_noted(raw_tokenizers):
+    from oa_data.templates import ChatTemplate
+
+    tok = copy.deepcopy(raw_tokenizers["llama"])
+    turbo = ChatTemplate.turbo("### {role}:\n", "\n### End\n")
+    assert turbo.end_of_turn == "### End"
+    changes = prepare_tokenizer(tok, template=turbo)
+    assert any("'### End' is several tokens" in n for n in changes.notes)
+    changes = prepare_tokenizer(tok, ["### End"], template=turbo)
+    assert changes.added == ["### End"] and not any("several tokens" in n for n in changes.notes)

@@ -58,5 +58,9 @@ def prepare_tokenizer(tokenizer: Any, tokens: Iterable[str] = (), template: Chat
             changes.added.append(PAD)
         changes.pad_token = tokenizer.pad_token
         changes.notes.append(f"{why}: pad is now {tokenizer.pad_token!r}")
+    eot = template.end_of_turn if template else None
+    if eot and len(tokenizer(eot, add_special_tokens=False)["input_ids"]) > 1:
+        changes.notes.append(f"the end of turn {eot!r} is several tokens; add it with data.add_special_tokens "
+                             "to make it one")
     changes.vocab_size = len(tokenizer)
     return changes
