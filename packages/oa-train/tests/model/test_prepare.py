@@ -16,15 +16,20 @@ class NoopTrain(BaseModel):
     pass
 
 
-def _tag(model):
-    model.config.oa_patched = True
-    return "tagged the config"
+class TagSettings(BaseModel):
+    label: str = "default"
+
+
+def _tag(model, label="none"):
+    model.config.oa_patched = label
+    return f"tagged the config with {label}"
 
 
 class Plugin:
     @hookimpl
     def register_config_sections(self, register):
         register_sections(register)
+        register("tag", TagSettings)
 
     @hookimpl
     def register_methods(self, register):
@@ -32,7 +37,7 @@ class Plugin:
 
     @hookimpl
     def register_model_patches(self, register):
-        register("tag", ModelPatch(apply=_tag, architectures=("llama",)))
+        register("tag.config", ModelPatch(apply=_tag, architectures=("llama",)))
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +63,21 @@ def config(tmp_path, registry, model_dirs, tokenizer_path):
 
 def test_lora_run_with_new_tokens_and_patch(config, registry, capsys, tmp_path):
     cfg = config(
-        model={"patches": ["tag"]},
+        model={"patches": ["tag.config"]},
+        tag={"label": "from-section"},
         peft={"method": "lora", "target_modules": ["q_proj", "v_proj"]},
         new_tokens={"tokens": [{"token": "<|user|>", "init": "copy", "source": "</s>"}]},
     )
     model, tokenizer, manifest = prepare_model(cfg, registry)
     assert len(tokenizer) == 32001 and model.get_input_embeddings().weight.shape[0] == 32001
-    assert model.config.oa_patched is True
+    assert model.config.oa_patched == "from-section"
     assert manifest["patches"] == [
         {
-            "name": "tag",
+            "name": "tag.config",
             "provider": "oa-test",
             "version": "0.0.1",
             "plugin": "prepare-test",
-            "description": "tagged the config",
+            "description": "tagged the config with from-section",
         }
     ]
     assert manifest["new_tokens"] == {"<|user|>": 32000} and manifest["peft"] == "lora"
@@ -121,6 +127,10 @@ def test_full_fine_tuning_with_freezing(config, registry):
             r"^model\.adapter_path: cannot be combined",
         ),
         (
+            {"model": {"adapter_path": "/no/adapter"}},
+            r"^model\.adapter_path: no adapter \(adapter_config\.json\) in '/no/adapter'",
+        ),
+        (
             {"model": {"path": "/no/such/model"}},
             r"^model\.path: local model folder '/no/such/model' not found",
         ),
@@ -129,3 +139,15 @@ def test_full_fine_tuning_with_freezing(config, registry):
 def test_bad_combinations_are_one_line_errors(config, registry, sections, message):
     with pytest.raises(OAError, match=message):
         prepare_model(config(**sections), registry, show_table=False)
+
+
+def test_saved_adapter_cannot_get_new_tokens(config, registry, tmp_path):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    cfg = config(
+        model={"adapter_path": str(tmp_path / "adapter")}, new_tokens={"tokens": [{"token": "<|x|>"}]}
+    )
+    with pytest.raises(
+        OAError, match=r"^new_tokens: a saved adapter \(model\.adapter_path\) cannot get new tokens"
+    ):
+        prepare_model(cfg, registry, show_table=False)

@@ -20,6 +20,7 @@ __all__ = [
     "NewToken",
     "NewTokenSettings",
     "PeftSettings",
+    "patch_options",
     "prepare_model",
     "register_sections",
 ]
@@ -28,7 +29,8 @@ __all__ = [
 def prepare_model(run_config, registry=None, *, num_labels: int | None = None, show_table: bool = True):
     """Build the model of a validated run config; returns ``(model, tokenizer, manifest)``.
 
-    In order: tokenizer, model, new tokens, patches (``model.patches``), then an existing adapter
+    In order: tokenizer, model, new tokens, patches (``model.patches``, options from
+    :func:`patch_options`), then an existing adapter
     (``model.adapter_path``, kept trainable), a new PEFT adapter (``peft``) or freezing (``freeze``),
     and the trainable-parameter table (printed when ``show_table``, always in ``manifest["trainable"]``).
     """
@@ -36,7 +38,7 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
     from oa_core.plugins import get_registry
     from oa_train.model.freezing import apply_freeze, trainable_report
     from oa_train.model.patcher import apply_patches
-    from oa_train.model.peft_setup import apply_peft, load_adapter, qlora_quantization
+    from oa_train.model.peft_setup import apply_peft, check_adapter_path, load_adapter, qlora_quantization
     from oa_train.model.provider import load_model, load_tokenizer
     from oa_train.model.tokens import add_new_tokens, resize_embeddings
 
@@ -56,6 +58,8 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
             "model.adapter_path: cannot be combined with peft.method or freeze",
             hint="continue the saved adapter (no peft/freeze section) or start a new one (no adapter_path)",
         )
+    if adapter:
+        check_adapter_path(adapter)
 
     tok_settings = run_config.tokenizer
     if (
@@ -70,8 +74,14 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     resize_embeddings(model, len(tokenizer))
+    vocab = len(tokenizer)
     new_ids = add_new_tokens(model, tokenizer, getattr(run_config, "new_tokens", None))
-    patches = apply_patches(model, settings.patches, registry or get_registry())
+    if adapter and len(tokenizer) > vocab:
+        raise OAError(
+            "new_tokens: a saved adapter (model.adapter_path) cannot get new tokens, their rows would not train",
+            hint="list only tokens the adapter already has, or train a new adapter",
+        )
+    patches = apply_patches(model, settings.patches, registry or get_registry(), patch_options(run_config))
     if adapter:
         model = load_adapter(model, adapter, trainable=True)
     elif peft.method != "none":
@@ -93,3 +103,14 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
         "trainable": report.to_dict(),
     }
     return model, tokenizer, manifest
+
+
+def patch_options(run_config) -> dict[str, dict]:
+    """Options of each patch in ``model.patches``: a patch named ``<section>.<name>`` (e.g.
+    ``kernels.rope``) gets the fields of the run config's ``<section>:`` section, when it is set."""
+    out = {}
+    for name in run_config.model.patches if run_config.model else []:
+        section = getattr(run_config, name.split(".", 1)[0], None) if "." in name else None
+        if section is not None and hasattr(section, "model_dump"):
+            out[name] = section.model_dump()
+    return out

@@ -170,15 +170,19 @@ def apply_peft(model, settings: PeftSettings | None, *, tokenizer=None, new_toke
         ) from None
 
 
-def load_adapter(model, path: str, *, trainable: bool = True, key: str = "model.adapter_path"):
-    """Load the adapter saved at ``path`` onto ``model`` (whose embeddings already match the adapter's vocabulary)."""
-    from peft import PeftModel
-
+def check_adapter_path(path: str, key: str = "model.adapter_path") -> None:
     if not (Path(path).expanduser() / "adapter_config.json").is_file():
         raise OAError(
             f"{key}: no adapter (adapter_config.json) in '{path}'",
             hint="point to a folder written by save_adapter",
         )
+
+
+def load_adapter(model, path: str, *, trainable: bool = True, key: str = "model.adapter_path"):
+    """Load the adapter saved at ``path`` onto ``model`` (whose embeddings already match the adapter's vocabulary)."""
+    from peft import PeftModel
+
+    check_adapter_path(path, key)
     try:
         return PeftModel.from_pretrained(model, str(Path(path).expanduser()), is_trainable=trainable)
     except (OSError, ValueError, RuntimeError) as e:
