@@ -165,3 +165,22 @@ def test_new_token_rows_survive_save_load_and_merge(load, tokenizer, tmp_path, n
     merged = load_model(ModelSettings(path=str(tmp_path / "merged"), dtype="float32"))
     torch.testing.assert_close(merged.get_input_embeddings().weight[ids], rows)
     torch.testing.assert_close(_logits(merged, x), logits, atol=1e-5, rtol=1e-4)
+
+
+class _HalfWriter:
+    """Writes one file, then fails: a crash in the middle of saving."""
+
+    def save_pretrained(self, path, **kwargs):
+        (path / "adapter_model.safetensors").write_text("partial")
+        raise RuntimeError("disk full")
+
+
+def test_saving_is_atomic(tmp_path):
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "adapter_config.json").write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_adapter(_HalfWriter(), None, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+    assert [p.name for p in out.iterdir()] == ["adapter_config.json"]
+    assert (out / "adapter_config.json").read_text() == "old"
