@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from oa_train.sft.recipe import run_sft
@@ -48,8 +49,31 @@ def test_pretrain_alias_on_text_rows(make_config, llama_tok):
     """`method: pretrain`: the same recipe on text rows where every token is supervised."""
     texts = ["The quick brown fox jumps over the lazy dog.", "A stitch in time saves nine.", "All that glitters is not gold."]
     rows = [{"input_ids": ids, "labels": ids} for ids in (llama_tok(t)["input_ids"] for t in texts)]
-    cfg = make_config("pretrain", method="pretrain", max_steps=2, per_device_batch_size=3, learning_rate=1e-2)
+    cfg = make_config("pretrain", method="pretrain", max_steps=2, per_device_batch_size=3, learning_rate=1e-2,
+                      gradient_checkpointing=True)
     first = run_sft(cfg, prepare_data=lambda c, t: (rows, rows))
     records = [json.loads(line) for line in (Path(cfg.config.output_dir) / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["tokens"] == sum(len(r["input_ids"]) - 1 for r in rows)
     assert first["eval_loss"] < records[0]["loss"]
+
+
+def test_missing_tracker_is_a_one_line_error():
+    from accelerate.utils import is_tensorboard_available
+
+    from oa_core.errors import OAError
+    from oa_train.training.tracking import trackers
+
+    assert trackers(["none"]) is None
+    if is_tensorboard_available():
+        assert trackers(["tensorboard", "none"]) == ["tensorboard"]
+    else:
+        with pytest.raises(OAError, match="train.report_to: 'tensorboard' is not installed"):
+            trackers(["tensorboard"])
+
+
+def test_hand_made_examples_breaking_the_contract_are_named(make_config):
+    from oa_core.errors import OAError
+
+    bad = [{"input_ids": [1, 2, 3], "labels": [1, 2]}]
+    with pytest.raises(OAError, match="train example 0: labels has 2 tokens, input_ids 3"):
+        run_sft(make_config("bad", max_steps=1), prepare_data=lambda c, t: (bad, []))

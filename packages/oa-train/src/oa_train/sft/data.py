@@ -22,10 +22,11 @@ def default_prepare_data(cfg, tokenizer):
     return build_sft_datasets(cfg, tokenizer)
 
 
-def check_examples(examples, split: str) -> int:
-    """Validate the examples of ``split``; returns the number of supervised tokens."""
+def check_examples(examples, split: str, limit: int = 1000) -> None:
+    """Validate the first ``limit`` examples of ``split`` (the pipeline has checked them already; this
+    catches a hand-made ``prepare_data`` that breaks the contract)."""
     supervised = 0
-    for i in range(len(examples)):
+    for i in range(min(len(examples), limit)):
         ex = examples[i]
         where = f"{split} example {i}"
         if "input_ids" not in ex or "labels" not in ex:
@@ -40,5 +41,5 @@ def check_examples(examples, split: str) -> int:
             raise OAError(f"{where}: position_ids must have {n} entries starting at 0", hint="check data.packing")
         supervised += sum(1 for t in ex["labels"][1:] if t != IGNORE)
     if len(examples) and split == "train" and supervised == 0:
-        raise OAError("train data has no supervised tokens (all labels are -100)", hint="check data.train_on_inputs and the chat template")
-    return supervised
+        raise OAError(f"train data: no supervised tokens in the first {limit} examples (all labels are -100)",
+                      hint="check data.train_on_inputs and the chat template")

@@ -75,7 +75,7 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
     eval_data = eval_data if eval_data is not None else []
     if len(train_data) == 0:
         raise OAError("datasets: the training split is empty", hint="check the dataset paths, split and filters")
-    train_tokens = check_examples(train_data, "train")
+    check_examples(train_data, "train")
     check_examples(eval_data, "eval")
 
     # 4. schedule: step s of epoch e takes micro-batches [s*k, (s+1)*k) of that epoch's order
@@ -113,7 +113,7 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
         "resumed_from": str(resume) if resume else None, "num_processes": world,
         "distributed_type": accelerator.distributed_type.value, "device": str(accelerator.device),
         "mixed_precision": tc.mixed_precision, "versions": _versions(), "model": model_manifest,
-        "data": {"train_examples": len(train_data), "eval_examples": len(eval_data), "train_supervised_tokens": train_tokens},
+        "data": {"train_examples": len(train_data), "eval_examples": len(eval_data)},
         "schedule": {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup,
                      "examples_per_step": tc.per_device_batch_size * k * world},
     }
@@ -178,7 +178,7 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
         record = {"step": state["step"]}
         if state["step"] % tc.logging_steps == 0 or done:
             record |= {
-                "epoch": round(step / steps_per_epoch + 1 / steps_per_epoch, 4),
+                "epoch": round(state["step"] / steps_per_epoch, 4),
                 "loss": window[0].item() / max(window[2].item(), 1), "accuracy": window[1].item() / max(window[2].item(), 1),
                 "grad_norm": grad_norm, "lr": lr, "tokens": n_targets, "skipped_steps": state["skipped_steps"],
             }
