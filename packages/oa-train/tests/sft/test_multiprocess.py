@@ -1,5 +1,5 @@
-"""Two CPU processes (gloo) through accelerate launch: identical weights on both ranks, and the same
-update as one process with twice the per-device batch (the loss is normalised over both ranks)."""
+"""`oa train --num-processes 2` on CPU (accelerate launch, gloo): both ranks end with identical weights,
+equal to one process with twice the per-device batch (the loss is normalised over both ranks)."""
 
 from __future__ import annotations
 
@@ -8,40 +8,32 @@ from pathlib import Path
 
 import torch
 import yaml
+from oa_cli.main import main
 
-from oa_core.config import load_config
-from oa_train.launch import launch
-from oa_train.sft.recipe import run_sft
-
-WORKER = '''
-import json, sys
-from oa_core.config import load_config
-from oa_train.sft.recipe import run_sft
-train, evals = json.load(open(sys.argv[2]))
-run_sft(load_config(sys.argv[1]), prepare_data=lambda cfg, tok: (train, evals))
-'''
+SEED_TASKS = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
 
 
-def _config(tmp_path, model_dir, name, batch):
-    doc = {"method": "sft", "seed": 3, "output_dir": str(tmp_path / name), "model": {"path": model_dir, "dtype": "float32"},
-           "train": {"max_steps": 2, "per_device_batch_size": batch, "optimizer": "sgd", "learning_rate": 0.5,
-                     "save_steps": 1, "eval_steps": 2, "logging_steps": 1}}
+def _config(tmp_path, model_dir, name, batch) -> str:
+    doc = {
+        "method": "sft", "seed": 3, "output_dir": str(tmp_path / name), "model": {"path": model_dir, "dtype": "float32"},
+        "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca"}],
+        "eval_datasets": [{"path": str(tmp_path / "eval.jsonl"), "format": "alpaca"}],
+        "data": {"chat_template": "chatml", "max_length": 96, "cache_dir": str(tmp_path / "cache")},
+        "train": {"max_steps": 2, "per_device_batch_size": batch, "optimizer": "sgd", "learning_rate": 0.5,
+                  "save_steps": 1, "eval_steps": 2, "logging_steps": 1},
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    return path
+    return str(path)
 
 
-def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_model_dir, qa_data, weights):
-    data = tmp_path / "data.json"
-    data.write_text(json.dumps([qa_data[0][:8], qa_data[1]]))
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_model_dir, weights, capfd):
+    rows = SEED_TASKS.read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(rows[:8]) + "\n")
+    (tmp_path / "eval.jsonl").write_text("\n".join(rows[8:11]) + "\n")
 
-    two = _config(tmp_path, tiny_model_dir, "two", batch=2)
-    done = launch([str(script), str(two), str(data)], num_processes=2, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stderr[-3000:]
-    one = load_config(_config(tmp_path, tiny_model_dir, "one", batch=4))
-    run_sft(one, prepare_data=lambda cfg, tok: (qa_data[0][:8], qa_data[1]))
+    assert main(["train", _config(tmp_path, tiny_model_dir, "two", batch=2), "--num-processes", "2"]) == 0, capfd.readouterr().err[-3000:]
+    assert main(["train", _config(tmp_path, tiny_model_dir, "one", batch=4)]) == 0
 
     manifest = json.loads((tmp_path / "two" / "run_manifest.json").read_text())
     assert manifest["num_processes"] == 2 and manifest["distributed_type"] == "MULTI_CPU"
@@ -50,8 +42,8 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_model_
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], rtol=1e-5, atol=1e-7)
     logs = [[json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("one", "two")]
-    assert abs(logs[0][-1]["eval_loss"] - logs[1][-1]["eval_loss"]) < 1e-5
-    assert [p.name for p in sorted((tmp_path / "two" / "checkpoints").iterdir())] == ["checkpoint-1", "checkpoint-2"]
+    assert [r["tokens"] for r in logs[0]] == [r["tokens"] for r in logs[1]]
+    assert abs(logs[0][-1]["eval_loss"] - logs[1][-1]["eval_loss"]) < 1e-5  # 3 eval rows: one rank gets a filler
+    assert logs[0][-1]["eval_tokens"] == logs[1][-1]["eval_tokens"]
     assert {p.name for p in (tmp_path / "two" / "checkpoints" / "checkpoint-2").iterdir()} >= {
         "random_states_0.pkl", "random_states_1.pkl", "trainer_state.json", "model.safetensors"}
-    assert Path(tmp_path / "two" / "loss_curve.png").is_file()
