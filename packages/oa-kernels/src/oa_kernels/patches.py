@@ -6,6 +6,7 @@ kernel on the model's shapes and returns a one-line description for the run mani
 
 from __future__ import annotations
 
+import copy
 import importlib
 import types
 
@@ -176,7 +177,7 @@ def apply_rope(model, **options) -> str:
         seq, dtype = TEST_ROWS // 2, _dtype(model)
         pos = torch.arange(seq, device=device)[None]
         x = torch.randn(1, seq, cfg.hidden_size, device=device, dtype=dtype)
-        cos, sin = rotary.to(device)(x, pos)
+        cos, sin = copy.deepcopy(rotary).to(device)(x, pos)  # a copy: the model stays where it is
         q = torch.randn(1, seq, hq, head_dim, device=device, dtype=dtype).transpose(1, 2)
         k = torch.randn(1, seq, hk, head_dim, device=device, dtype=dtype).transpose(1, 2)
         want = original(q, k, cos, sin)
