@@ -90,6 +90,12 @@ def load_tokenizer(tok: TokenizerSettings, model: ModelSettings | None = None):
     return tokenizer
 
 
+def _local_device() -> int:
+    import torch
+
+    return int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+
+
 def _dtype(name: str):
     import torch
 
@@ -136,6 +142,7 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
         kwargs["attn_implementation"] = model.attn_implementation
     if quantization is not None:
         kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": _local_device()}  # 4-bit weights live on this process's GPU
     kwargs.update(model.model_kwargs)
     cls = AutoModelForSequenceClassification if model.type == "seq_cls" else AutoModelForCausalLM
     try:
