@@ -53,3 +53,13 @@ def test_bad_arguments_raise_one_line_errors(device):
         fused_linear_cross_entropy(hidden, weight.T, labels)
     assert "\n" not in str(e.value) and e.value.hint
 
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_without_grad_gives_the_same_loss(reduction, device):
+    hidden, weight, labels = _problem((3, 5), 8, 30, torch.float32, device)
+    with torch.no_grad():
+        loss = fused_linear_cross_entropy(hidden, weight, labels, reduction=reduction, chunk_size=4)
+    want = reference.linear_cross_entropy(hidden, weight, labels, reduction=reduction).detach()
+    assert not loss.requires_grad
+    assert torch.allclose(loss, want.reshape(loss.shape), atol=1e-5)

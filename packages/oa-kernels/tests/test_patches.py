@@ -73,6 +73,17 @@ def test_llama_rope_and_fused_ce(device):
     assert patched(input_ids=ids).logits.shape == (1, 5, 96)  # without labels: the model's own forward
 
 
+def test_fused_ce_honours_num_items_in_batch(device):
+    torch.manual_seed(0)
+    model = _model("llama").to(device).eval()
+    patched = copy.deepcopy(model)
+    patches.apply_fused_linear_ce(patched)
+    ids = torch.randint(0, 96, (2, 7), device=device)
+    want = model(input_ids=ids, labels=ids, num_items_in_batch=torch.tensor(5)).loss
+    got = patched(input_ids=ids, labels=ids, num_items_in_batch=torch.tensor(5)).loss
+    assert torch.allclose(got, want, atol=1e-5)
+
+
 def test_gemma_geglu_keeps_tanh(device):
     patched, _, description = _compare("gemma", patches.apply_geglu, device)
     assert "2 GeGLU (tanh) MLPs" in description

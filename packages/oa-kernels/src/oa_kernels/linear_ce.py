@@ -147,5 +147,10 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, label
     w = weight.to(h.dtype) if weight.dtype != h.dtype else weight
     flat = labels.reshape(-1).contiguous()
     chunk = _chunk_rows(h.shape[0], h.shape[1], w.shape[0], chunk_size)
-    loss = _FusedLinearCE.apply(h, w, flat, ignore_index, reduction, chunk)
+    if not (torch.is_grad_enabled() and (h.requires_grad or w.requires_grad)):  # evaluation: no gradients made
+        loss, _, _ = _pass(h, w, flat, flat, ignore_index, chunk, False, False, compute_grad=False)
+        if reduction != "none":
+            loss = loss.sum() / (flat != ignore_index).sum() if reduction == "mean" else loss.sum()
+    else:
+        loss = _FusedLinearCE.apply(h, w, flat, ignore_index, reduction, chunk)
     return loss.reshape(labels.shape) if reduction == "none" else loss
