@@ -7,6 +7,7 @@ from oa_core.errors import OAError
 from oa_train.model.peft_setup import (
     apply_peft,
     load_adapter,
+    merge_adapter,
     merge_and_save,
     qlora_quantization,
     save_adapter,
@@ -134,7 +135,7 @@ NEW = NewTokenSettings(
 
 
 @pytest.mark.parametrize("name", ["llama_untied", "llama_tied"])
-def test_new_token_rows_survive_save_load_and_merge(load, tokenizer, tmp_path, name):
+def test_new_token_rows_survive_save_load_and_merge(load, model_dirs, tokenizer, tmp_path, name):
     from oa_core.config import ModelSettings, TokenizerSettings
     from oa_train.model.provider import load_model, load_tokenizer
 
@@ -165,6 +166,16 @@ def test_new_token_rows_survive_save_load_and_merge(load, tokenizer, tmp_path, n
     merged = load_model(ModelSettings(path=str(tmp_path / "merged"), dtype="float32"))
     torch.testing.assert_close(merged.get_input_embeddings().weight[ids], rows)
     torch.testing.assert_close(_logits(merged, x), logits, atol=1e-5, rtol=1e-4)
+
+    # the one-call route: base + adapter folder -> merged folder
+    base_settings = ModelSettings(path=model_dirs[name], dtype="float32")
+    merge_adapter(base_settings, str(tmp_path / "adapter"), tmp_path / "merged2")
+    merged2 = load_model(ModelSettings(path=str(tmp_path / "merged2"), dtype="float32"))
+    torch.testing.assert_close(_logits(merged2, x), _logits(merged, x))
+    assert (
+        load_tokenizer(TokenizerSettings(path=str(tmp_path / "merged2"))).convert_tokens_to_ids("<|bot|>")
+        == ids[1]
+    )
 
 
 class _HalfWriter:
