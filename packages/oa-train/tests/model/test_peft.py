@@ -109,6 +109,9 @@ def test_unknown_target_module_is_a_one_line_error(load):
         apply_peft(load("llama_untied"), PeftSettings(method="lora", target_modules=["q_proj", "qkv"]))
     assert str(err.value).startswith("peft.target_modules: no module named 'qkv' in this LlamaForCausalLM")
     assert "q_proj" in err.value.hint and "\n" not in str(err.value)
+    with pytest.raises(OAError) as err:
+        apply_peft(load("gpt2"), PeftSettings(method="lora", target_modules=["q_proj"]))
+    assert err.value.hint == "linear modules: c_attn, c_fc, c_proj (or 'all-linear')"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without a GPU")

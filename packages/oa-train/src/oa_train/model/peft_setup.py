@@ -51,14 +51,12 @@ def module_name(model, module) -> str | None:
 
 def _linear_names(model) -> list[str]:
     import torch
+    from transformers.pytorch_utils import Conv1D
 
     out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linear = (torch.nn.Linear, Conv1D)
     return sorted(
-        {
-            n.rsplit(".", 1)[-1]
-            for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and m is not out_emb
-        }
+        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, linear) and m is not out_emb}
     )
 
 
