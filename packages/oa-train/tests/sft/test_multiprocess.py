@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import yaml
+
 from oa_cli.main import main
 
 SEED_TASKS = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"

@@ -56,3 +56,46 @@ def test_resume_rejects_a_folder_that_is_no_checkpoint(make_config, qa_data, tmp
     cfg = make_config("bad", overrides=[f"train.resume_from={tmp_path}"], max_steps=1)
     with pytest.raises(OAError, match=r"train.resume_from: .* is not a complete checkpoint"):
         run_sft(cfg, prepare_data=lambda c, t: qa_data)
+
+
+def test_sigkill_then_resume_via_cli(tmp_path, tiny_model_dir, weights):
+    """`oa train` killed with SIGKILL right after a checkpoint; `oa train --resume auto` finishes it
+    with exactly the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from oa_cli.main import main
+
+    seed = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
+    (tmp_path / "train.jsonl").write_text("\n".join(seed.read_text().splitlines()[:12]) + "\n")
+
+    def config(name):
+        doc = {"method": "sft", "seed": 5, "output_dir": str(tmp_path / name), "model": {"path": tiny_model_dir, "dtype": "float32"},
+               "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca"}],
+               "data": {"chat_template": "chatml", "max_length": 96, "cache_dir": str(tmp_path / "cache")},
+               "train": {"max_steps": 6, "per_device_batch_size": 2, "learning_rate": 1e-3, "save_steps": 1, "logging_steps": 1}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+        return str(tmp_path / f"{name}.yaml")
+
+    assert main(["train", config("full")]) == 0
+    killed = config("killed")
+    proc = subprocess.Popen([sys.executable, "-m", "oa_cli.main", "train", killed],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoints" / "checkpoint-1"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "model").exists()
+
+    assert main(["train", killed, "--resume", "auto"]) == 0
+    manifest = json.loads((tmp_path / "killed" / "run_manifest.json").read_text())
+    assert "checkpoint-" in manifest["resumed_from"] and not manifest["resumed_from"].endswith("checkpoint-6")
+    a, b = weights(tmp_path / "full" / "model"), weights(tmp_path / "killed" / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
