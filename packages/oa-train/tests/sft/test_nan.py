@@ -1,4 +1,4 @@
-"""Non-finite losses: a one-line stop, or skipped updates that keep the weights finite."""
+"""Non-finite losses: a one-line stop, or skipped updates that keep the weights finite; bf16 autocast."""
 
 from __future__ import annotations
 
@@ -30,3 +30,11 @@ def test_skip_policy_skips_updates(make_config, qa_data, weights):
     assert all(torch.isfinite(t).all() for t in w.values())
     records = [json.loads(line) for line in (Path(cfg.config.output_dir) / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["skipped_steps"] == final["skipped_steps"]
+
+
+def test_bf16_mixed_precision_keeps_float32_master_weights(make_config, qa_data, weights):
+    cfg = make_config("bf16", max_steps=2, per_device_batch_size=4, mixed_precision="bf16")
+    final = run_sft(cfg, prepare_data=lambda c, t: qa_data)
+    assert final["skipped_steps"] == 0 and final["eval_loss"] > 0
+    w = weights(Path(cfg.config.output_dir) / "model")
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in w.values())

@@ -31,11 +31,16 @@ def test_resume_after_interrupt_reproduces_uninterrupted_run(make_config, qa_dat
         run_sft(cut, prepare_data=data, callbacks=[_interrupt_at(5)])
     out = Path(cut.config.output_dir)
     assert not (out / "model").exists()
+    assert json.loads((out / "run_manifest.json").read_text())["status"] == "interrupted"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     # a checkpoint write killed half-way leaves only a temp folder, which resume ignores
     (out / "checkpoints" / ".checkpoint-6.tmp").mkdir()
     (out / "checkpoints" / ".checkpoint-6.tmp" / "model.safetensors").write_bytes(b"partial")
 
+    from oa_core.errors import OAError
+
+    with pytest.raises(OAError, match="output_dir: .* already has checkpoints of another run"):
+        run_sft(make_config("cut", **TRAIN), prepare_data=data)  # a fresh start would mix two runs
     resumed = make_config("cut", overrides=["train.resume_from=auto"], **TRAIN)
     final = run_sft(resumed, prepare_data=data)
     assert final["step"] == 6

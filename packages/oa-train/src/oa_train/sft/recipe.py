@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 
@@ -45,10 +46,17 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
         raise OAError("model: no model configured", hint="set model.path to a local folder or hub id")
     ckpts = Checkpoints(out, limit=tc.save_total_limit, metric=tc.metric_for_best, greater_is_better=tc.higher_is_better)
     resume = ckpts.resolve(tc.resume_from)
+    if resume is None and ckpts.list():
+        raise OAError(
+            f"output_dir: {out} already has checkpoints of another run",
+            hint="continue it with --resume auto (train.resume_from: auto), or choose another output_dir",
+        )
     if prepare_data is None and not cfg.datasets:
         raise OAError("datasets: no training datasets configured", hint="add at least one entry under datasets:")
 
-    # 1. accelerator, seed, effective config
+    # 1. accelerator (fresh settings for every run in a process: tests, notebooks), seed, effective config
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         mixed_precision=tc.mixed_precision,
@@ -120,94 +128,92 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
     if main:
         _write_manifest(out, manifest)
 
-    # 7. the loop
-    bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.method, disable=not main, dynamic_ncols=True)
-    epoch_cache: dict[int, list] = {}
-    window = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, targets since the last log
-    skipped_in_a_row = 0
-    model.train()
-    for step in range(state["step"], total_steps):
-        epoch, offset = divmod(step, steps_per_epoch)
-        if epoch not in epoch_cache:
-            epoch_cache = {epoch: micro_batches(
-                len(train_data), batch_size=tc.per_device_batch_size, num_processes=world,
-                rank=accelerator.process_index, epoch=epoch, seed=cfg.seed,
-            )}
-        batches = [collate([train_data[s.index] for s in mb], pad_id) for mb in epoch_cache[epoch][offset * k:(offset + 1) * k]]
-        n_targets = global_count(accelerator, sum(num_targets(b) for b in batches))
+    # 7. the loop (the manifest records a crash or an interrupt)
+    try:
+        bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.method, disable=not main, dynamic_ncols=True)
+        epoch_cache: dict[int, list] = {}
+        window = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, targets since the last log
+        skipped_in_a_row = 0
+        model.train()
+        for step in range(state["step"], total_steps):
+            epoch, offset = divmod(step, steps_per_epoch)
+            if epoch not in epoch_cache:
+                epoch_cache = {epoch: micro_batches(
+                    len(train_data), batch_size=tc.per_device_batch_size, num_processes=world,
+                    rank=accelerator.process_index, epoch=epoch, seed=cfg.seed,
+                )}
+            batches = [collate([train_data[s.index] for s in mb], pad_id) for mb in epoch_cache[epoch][offset * k:(offset + 1) * k]]
+            n_targets = global_count(accelerator, sum(num_targets(b) for b in batches))
 
-        # forward/backward every micro-batch; sync gradients only on the last one
-        step_sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            accelerator.gradient_state._set_sync_gradients(last)
-            with nullcontext() if last else accelerator.no_sync(model):
-                with accelerator.autocast():
-                    total, correct = loss_sum(model, {key: v.to(accelerator.device) for key, v in batch.items()})
-                # accelerator.backward divides by k (DeepSpeed too); world: DDP averages over ranks
-                accelerator.backward(total * (k * world / max(n_targets, 1)))
-            step_sums += torch.tensor([total.item(), correct], dtype=torch.float64, device=step_sums.device)
-        step_loss_sum, step_correct = accelerator.reduce(step_sums, reduction="sum").tolist()
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm or float("inf"))
-        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-        lr = scheduler.get_last_lr()[0]
+            step_loss_sum, step_correct = _forward_backward(accelerator, model, batches, n_targets)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm or float("inf"))
+            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+            lr = scheduler.get_last_lr()[0]
 
-        # NaN/inf policy: stop, or skip this update (the data of the step counts as consumed)
-        finite = math.isfinite(step_loss_sum) and (math.isfinite(grad_norm) or accelerator.distributed_type == DistributedType.DEEPSPEED)
-        if finite:
-            optimizer.step()
-            skipped_in_a_row = 0
-        else:
-            state["skipped_steps"] += 1
-            skipped_in_a_row += 1
-            if tc.nan_policy == "stop" or skipped_in_a_row > tc.max_skipped_steps:
-                why = "nan_policy: stop" if tc.nan_policy == "stop" else f"{skipped_in_a_row} skipped steps in a row"
-                raise OAError(
-                    f"train.nan_policy: non-finite loss or gradient at step {step + 1} ({why})",
-                    hint="lower train.learning_rate, set train.max_grad_norm, check the data, or use nan_policy: skip",
-                )
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] = step + 1
-        bar.update(1)
+            # NaN/inf policy: stop, or skip this update (the data of the step counts as consumed)
+            finite = math.isfinite(step_loss_sum) and (math.isfinite(grad_norm) or accelerator.distributed_type == DistributedType.DEEPSPEED)
+            if finite:
+                optimizer.step()
+                skipped_in_a_row = 0
+            else:
+                state["skipped_steps"] += 1
+                skipped_in_a_row += 1
+                if tc.nan_policy == "stop" or skipped_in_a_row > tc.max_skipped_steps:
+                    why = "nan_policy: stop" if tc.nan_policy == "stop" else f"{skipped_in_a_row} skipped steps in a row"
+                    raise OAError(
+                        f"train.nan_policy: non-finite loss or gradient at step {step + 1} ({why})",
+                        hint="lower train.learning_rate, set train.max_grad_norm, check the data, or use nan_policy: skip",
+                    )
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step + 1
+            bar.update(1)
 
-        # log, evaluate, checkpoint
-        done = state["step"] == total_steps
-        if finite:
-            window += torch.tensor([step_loss_sum, step_correct, n_targets], dtype=torch.float64)
-        record = {"step": state["step"]}
-        if state["step"] % tc.logging_steps == 0 or done:
-            record |= {
-                "epoch": round(state["step"] / steps_per_epoch, 4),
-                "loss": window[0].item() / max(window[2].item(), 1), "accuracy": window[1].item() / max(window[2].item(), 1),
-                "grad_norm": grad_norm, "lr": lr, "tokens": n_targets, "skipped_steps": state["skipped_steps"],
-            }
-            window.zero_()
-        if len(eval_data) and ((eval_steps and state["step"] % eval_steps == 0) or done):
-            metrics = evaluate(accelerator, model, eval_data, pad_id=pad_id,
-                               batch_size=tc.per_device_eval_batch_size or tc.per_device_batch_size)
-            if tc.generation.num_samples:
-                metrics |= generation_metrics(accelerator, model, tokenizer, eval_data, num_samples=tc.generation.num_samples,
-                                              max_new_tokens=tc.generation.max_new_tokens)
-            state["metrics"] = metrics
-            record |= metrics
-        if len(record) > 1:
-            accelerator.log({k_: v for k_, v in record.items() if k_ != "step"}, step=state["step"])
-            if main:
-                log.add(record)
-                bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
-                tqdm.write(format_record(record, total_steps))
-        if tc.save_steps and state["step"] % tc.save_steps == 0:
-            state.update(history=log.history, total_steps=total_steps)
-            ckpts.save(accelerator, state["step"], state)
-        for callback in callbacks:
-            callback(state["step"], record)
-    bar.close()
+            # log, evaluate, checkpoint
+            done = state["step"] == total_steps
+            if finite:
+                window += torch.tensor([step_loss_sum, step_correct, n_targets], dtype=torch.float64)
+            record = {"step": state["step"]}
+            if state["step"] % tc.logging_steps == 0 or done:
+                record |= {
+                    "epoch": round(state["step"] / steps_per_epoch, 4),
+                    "loss": window[0].item() / max(window[2].item(), 1), "accuracy": window[1].item() / max(window[2].item(), 1),
+                    "grad_norm": grad_norm, "lr": lr, "tokens": n_targets, "skipped_steps": state["skipped_steps"],
+                }
+                window.zero_()
+            if len(eval_data) and ((eval_steps and state["step"] % eval_steps == 0) or done):
+                metrics = evaluate(accelerator, model, eval_data, pad_id=pad_id,
+                                   batch_size=tc.per_device_eval_batch_size or tc.per_device_batch_size)
+                if tc.generation.num_samples:
+                    metrics |= generation_metrics(accelerator, model, tokenizer, eval_data, num_samples=tc.generation.num_samples,
+                                                  max_new_tokens=tc.generation.max_new_tokens)
+                state["metrics"] = metrics
+                record |= metrics
+            if len(record) > 1:
+                accelerator.log({k_: v for k_, v in record.items() if k_ != "step"}, step=state["step"])
+                if main:
+                    log.add(record)
+                    bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
+                    tqdm.write(format_record(record, total_steps))
+            if tc.save_steps and state["step"] % tc.save_steps == 0:
+                state.update(history=log.history, total_steps=total_steps)
+                ckpts.save(accelerator, state["step"], state)
+            for callback in callbacks:
+                callback(state["step"], record)
+        bar.close()
+    except BaseException as e:
+        if main:
+            manifest.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e) or type(e).__name__,
+                            steps=state["step"])
+            _write_manifest(out, manifest)
+        raise
 
     # 8. final model, plot, manifest
     _save_final(accelerator, model, tokenizer, out)
     best, in_sync = ckpts.best(), _ranks_in_sync(accelerator, model)
     if main:
+        if in_sync is False:
+            tqdm.write("warning: the ranks ended with different weights (see run_manifest.json: ranks_in_sync)")
         log.plot()
         manifest.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), final=state["metrics"],
                         steps=state["step"], skipped_steps=state["skipped_steps"],
@@ -223,6 +229,25 @@ def _prepare_model(cfg, main: bool):
     from oa_train.model import prepare_model
 
     return prepare_model(cfg, get_registry(), show_table=main)
+
+
+def _forward_backward(accelerator, model, batches, n_targets: int) -> tuple[float, float]:
+    """Backward of every micro-batch of one optimizer step, each scaled by 1/``n_targets`` (the step's
+    supervised tokens on all ranks); gradients sync on the last one. Returns the summed loss and correct
+    predictions over all ranks."""
+    k, world = accelerator.gradient_accumulation_steps, accelerator.num_processes
+    sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        accelerator.gradient_state._set_sync_gradients(last)
+        with nullcontext() if last else accelerator.no_sync(model):
+            with accelerator.autocast():
+                total, correct = loss_sum(model, {key: v.to(accelerator.device) for key, v in batch.items()})
+            # accelerator.backward divides by k (DeepSpeed too); x world: DDP averages over ranks
+            accelerator.backward(total * (k * world / max(n_targets, 1)))
+        sums += torch.tensor([total.item(), correct], dtype=torch.float64, device=sums.device)
+    loss, right = accelerator.reduce(sums, reduction="sum").tolist()
+    return loss, right
 
 
 def _fill_deepspeed_auto(accelerator, tc: SFTConfig) -> None:
