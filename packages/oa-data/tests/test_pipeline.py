@@ -51,7 +51,7 @@ def test_packed_split_is_cached_and_masks_never_cross_samples(tmp_path, tokenize
         pos = row["position_ids"]
         starts = [k for k, p in enumerate(pos) if p == 0]
         mask = attention_mask_from_position_ids(pos)
-        for a, b in zip(starts, starts[1:] + [len(pos)]):
+        for a, b in zip(starts, starts[1:] + [len(pos)], strict=True):
             assert not mask[a:b, :a].any() and not mask[b:, a:b].any()
         total += len(starts)
     assert total == 40
@@ -120,3 +120,26 @@ def test_data_preview_and_stats(tmp_path, runner):
     result = runner.invoke(cli, ["data", "stats", str(path)])
     assert result.exit_code == 0, result.output
     assert "packing efficiency" in result.stdout and "supervised tokens" in result.stdout
+
+
+def test_unchecked_long_samples_still_truncate_by_whole_turns(tmp_path, tokenizer):
+    turns = []
+    for k in range(6):
+        turns += [{"role": "user", "content": f"Tell me fact {k}."}, {"role": "assistant", "content": f"Fact {k} is true."}]
+    rows = [{"messages": turns}]
+    cfg = load_config(write_config(tmp_path, rows, truncation="keep_end", mask_cross_check=0.0)).config
+    tok = copy.deepcopy(tokenizer)
+    split = prepare_split(cfg, tok, use_cache=False, progress=False)
+    (report,) = split.report.truncation.values()
+    assert report.truncated == 1
+    text = tok.decode(split.dataset[0]["input_ids"])
+    assert text.startswith("<|im_start|>user\nTell me fact") and text.endswith("Fact 5 is true.<|im_end|>\n")
+    assert "Fact 0 is true." not in text
+
+
+def test_cross_check_sampling_is_spread_and_counted():
+    from oa_data.pipeline import cross_checked
+
+    assert all(cross_checked(k, 0.0) for k in range(64)) and not any(cross_checked(k, 0.0) for k in range(64, 500))
+    assert sum(cross_checked(k, 0.1) for k in range(64, 1064)) == 100
+    assert all(cross_checked(k, 1.0) for k in range(1000))

@@ -15,11 +15,10 @@ from typing import Any
 from oa_core.config import DatasetSpec
 from oa_core.errors import OAError, RecordError
 from oa_core.schema import Text
-
 from oa_data.loading import LoadedSource, data_files, load_records
 from oa_data.mixing import MixReport, mix
 from oa_data.settings import DataSettings
-from oa_data.tokenize import Encoded, SupervisionReport, encode_record
+from oa_data.tokenize import Encoded, SupervisionReport, encode_record, encode_records, reencoder
 from oa_data.truncation import TruncationReport, truncate
 
 COLUMNS = ("input_ids", "labels", "position_ids")
@@ -90,8 +89,9 @@ def _origins(sources: list[tuple[DatasetSpec, LoadedSource]]) -> dict[int, tuple
 
 def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSource]], tokenizer: Any,
                  template: Any, settings: DataSettings, report: SplitReport, seed: int,
-                 progress: bool | None = None) -> list[Encoded | dict]:
-    """Encode and truncate every record (per-dataset rules); PoSE positions when configured."""
+                 progress: bool | None = None, chunk: int = 1000) -> list[Encoded | dict]:
+    """Encode (batched tokenization) and truncate every record by its dataset's rule, re-rendering the
+    kept turns when whole turns are dropped; PoSE positions when configured."""
     from oa_data.pose import pose_position_ids
 
     origins = _origins(sources)
@@ -100,33 +100,45 @@ def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSour
     out: list[Encoded | dict] = []
     for name in (loaded.source for _, loaded in sources):
         report.truncation.setdefault(name, TruncationReport())
-    for record in _progress(records, f"tokenizing {report.split}", progress):
-        s, i = origins[id(record)]
-        spec, loaded = sources[s]
-        enc = encode_record(record, tokenizer, template, settings, index=i, source=loaded.source)
-        report.supervision.add(enc)
-        enc = truncate(
-            enc,
-            spec.max_length or settings.max_length,
-            spec.truncation or settings.truncation,
-            spec.min_length or settings.min_length,
-            rng,
-            report.truncation[loaded.source],
-        )
-        if enc is None:
-            continue
-        if settings.pose is not None:
-            p = settings.pose
-            positions = pose_position_ids(enc.input_ids, p.max_context_len, p.split_on_token_ids, p.num_chunks, pose_rng)
-            enc = {"input_ids": enc.input_ids, "labels": enc.labels, "position_ids": positions}
-        out.append(enc)
+    bar = _progress(len(records), f"tokenizing {report.split}", progress)
+    for start in range(0, len(records), chunk):
+        batch = records[start:start + chunk]
+        where = [origins[id(r)] for r in batch]
+        named = [(sources[s][1].source, i) for s, i in where]
+        checks = [cross_checked(start + k, settings.mask_cross_check) for k in range(len(batch))]
+        encoded = encode_records(batch, tokenizer, template, settings, origins=named, cross_check=checks)
+        for record, enc, (s, i) in zip(batch, encoded, where, strict=True):
+            spec, loaded = sources[s]
+            max_length = spec.max_length or settings.max_length
+            report.supervision.add(enc)
+            if len(enc) > max_length and not enc.turns:  # turn ends come from the cross-check pass
+                enc = encode_record(record, tokenizer, template, settings, index=i, source=loaded.source)
+            reencode = reencoder(record, tokenizer, template, settings, index=i, source=loaded.source) \
+                if len(enc) > max_length else None
+            enc = truncate(enc, max_length, spec.truncation or settings.truncation,
+                           spec.min_length or settings.min_length, rng, report.truncation[loaded.source], reencode)
+            if enc is None:
+                continue
+            if settings.pose is not None:
+                p = settings.pose
+                positions = pose_position_ids(enc.input_ids, p.max_context_len, p.split_on_token_ids, p.num_chunks, pose_rng)
+                enc = {"input_ids": enc.input_ids, "labels": enc.labels, "position_ids": positions}
+            out.append(enc)
+        bar.update(len(batch))
+    bar.close()
     return out
 
 
-def _progress(items, desc: str, enabled: bool | None):
+def cross_checked(k: int, fraction: float) -> bool:
+    """Whether sample ``k`` of a split gets the prefix-rendering mask check: the first 64, then an
+    evenly spread ``fraction`` of the rest."""
+    return k < 64 or int((k - 63) * fraction) > int((k - 64) * fraction)
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="sample", disable=(not enabled) if enabled is not None else None, leave=False)
+    return tqdm(total=total, desc=desc, unit="sample", disable=(not enabled) if enabled is not None else None, leave=False)
 
 
 def _row(ex: Encoded | dict) -> dict[str, list[int]]:
@@ -238,7 +250,7 @@ class CachedReport:
     saved_lines: list[str]
 
     def lines(self) -> list[str]:
-        return [*self.saved_lines, f"  (loaded from the tokenized cache)"]
+        return [*self.saved_lines, "  (loaded from the tokenized cache)"]
 
 
 def build_sft_datasets(cfg: Any, tokenizer: Any, *, epoch: int = 0, progress: bool | None = None):

@@ -34,6 +34,11 @@ class DataSettings(_Strict):
     # loss masks
     train_on_inputs: bool = Field(False, description="supervise every token, prompts included")
     only_answer_loss: bool = Field(False, description="supervise only the last assistant answer")
+    mask_cross_check: float = Field(
+        0.05, ge=0, le=1,
+        description="fraction of samples (besides the first 64 of a split) whose loss mask is cross-checked by "
+        "prefix rendering during training; 1.0 = every sample. `oa data validate` always checks every sample",
+    )
 
     # lengths and truncation (datasets can override truncation/min_length/max_length)
     max_length: int = Field(2048, ge=8)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import chain
 from types import SimpleNamespace
 from typing import Any
+
+import numpy as np
 
 from oa_core.errors import OAError, RecordError
 from oa_core.schema import Conversation, Message, PreferencePair, PromptCompletion, Text
@@ -50,7 +51,7 @@ class Encoded:
 
     @property
     def num_supervised(self) -> int:
-        return sum(label != IGNORE_INDEX for label in self.labels)
+        return len(self.labels) - self.labels.count(IGNORE_INDEX)
 
 
 def where(source: str | None, index: int | None) -> str:
@@ -91,8 +92,9 @@ class Rendering:
 
 
 def render_with_spans(messages: Sequence[Message | Mapping], tokenizer: Any, template: ChatTemplate,
-                      settings: Any) -> Rendering:
-    """Render ``messages`` and derive the spans whose mask differs from the policy's base, twice."""
+                      settings: Any, cross_check: bool = True) -> Rendering:
+    """Render ``messages`` and derive the spans whose mask differs from the policy's base, twice
+    (``cross_check=False``: once, from message boundaries; the turn ends are then unknown)."""
     msgs = [_as_dict(m) for m in messages]
     flags = supervision_flags(messages, settings)
     base = bool(settings.train_on_inputs)
@@ -101,6 +103,8 @@ def render_with_spans(messages: Sequence[Message | Mapping], tokenizer: Any, tem
     variables = template_variables(tokenizer)
     text = template.render(msgs, **variables)
     spans_a = _spans_from_boundaries(template, msgs, text, marked, eot, variables)
+    if not cross_check:
+        return Rendering(text, spans_a, spans_a, [], base)
     spans_b, bounds = _spans_from_prefixes(template, msgs, text, marked, eot, variables)
     return Rendering(text, spans_a, spans_b, bounds, base)
 
@@ -118,29 +122,65 @@ def encode_messages(
     """Render ``messages`` with ``template``, tokenize, and mask: see the module docstring.
     ``check``: fail on samples with no (or, without ``train_on_inputs``, only) supervised tokens."""
     at = where(source, index)
+    r = _render(messages, tokenizer, template, settings, at)
+    ids, offsets = _tokenize(tokenizer, [r.text])[0]
+    return _masked(r, ids, offsets, messages, at, check)
+
+
+def _render(messages, tokenizer, template, settings, at: str, cross_check: bool = True) -> Rendering:
     try:
-        r = render_with_spans(messages, tokenizer, template, settings)
+        return render_with_spans(messages, tokenizer, template, settings, cross_check)
     except OAError as e:
         raise RecordError(f"{at}: {e.message}", hint=e.hint) from None
+
+
+def _masked(r: Rendering, ids: list[int], offsets, messages, at: str, check: bool) -> Encoded:
+    """The :class:`Encoded` of a rendering: token masks from both span sets, which must agree."""
     text, spans_a, spans_b, bounds, base = r.text, r.boundary_spans, r.prefix_spans, r.turn_ends, r.base
-    ids, offsets = _tokenize(tokenizer, text)
     mask_a = _token_mask(offsets, spans_a.values(), base, len(text))
     mask_b = _token_mask(offsets, spans_b.values(), base, len(text))
-    if mask_a != mask_b:
-        k = next(k for k, (a, b) in enumerate(zip(mask_a, mask_b, strict=True)) if a != b)
-        msg = next((i for i, s in [*spans_a.items(), *spans_b.items()] if _overlaps(offsets[k], s)), None)
+    if not np.array_equal(mask_a, mask_b):
+        k = int(np.argmax(mask_a != mask_b))
+        msg = next((i for i, s in [*spans_a.items(), *spans_b.items()] if _overlaps(tuple(offsets[k]), s)), None)
         raise RecordError(
             f"{at}: loss masks from message boundaries and from prefix rendering disagree at token {k} "
             f"({text[offsets[k][0]:offsets[k][1]]!r}, message {msg})",
             hint="the chat template renders a turn differently depending on its context; use another template",
         )
-    starts = [a for a, _ in offsets]
-    tok = [bisect_left(starts, c) for c in bounds]
-    enc = Encoded(ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask_a, strict=True)],
-                  [(tok[i], tok[i + 1]) for i in range(len(bounds) - 1)], [_get(m, "role") for m in messages])
+    tok = np.searchsorted(offsets[:, 0], bounds, side="left").tolist() if len(offsets) else [0] * len(bounds)
+    labels = np.where(mask_a, np.asarray(ids), IGNORE_INDEX).tolist()
+    enc = Encoded(ids, labels, [(tok[i], tok[i + 1]) for i in range(len(bounds) - 1)], [_get(m, "role") for m in messages])
     if check:
         _check_sample(enc, at, base)
     return enc
+
+
+def encode_records(records: Sequence[Any], tokenizer: Any, template: ChatTemplate | None, settings: Any, *,
+                   origins: Sequence[tuple[str | None, int | None]] | None = None,
+                   cross_check: Sequence[bool] | None = None) -> list[Encoded]:
+    """:func:`encode_record` for many records at once: renders each, then tokenizes all texts in one
+    batched (multi-threaded) tokenizer call. ``origins[k]`` is ``(source, index)`` of ``records[k]``
+    for error messages; ``cross_check[k]`` False skips the prefix-rendering check of record ``k`` (its
+    ``turns`` are then empty: encode it again with the check before truncating it by turns)."""
+    origins = origins or [(None, k) for k in range(len(records))]
+    cross_check = cross_check or [True] * len(records)
+    texts, plans = [], []
+    for record, (source, index), check in zip(records, origins, cross_check, strict=True):
+        at = where(source, index)
+        if isinstance(record, Text):
+            texts.append(record.text)
+            plans.append((None, None, at))
+            continue
+        messages = _messages_of(record, settings)
+        if messages is None:
+            raise _not_encodable(record, at)
+        rendering = _render(messages, tokenizer, template, settings, at, check)
+        texts.append(rendering.text)
+        plans.append((rendering, messages, at))
+    out = []
+    for (rendering, messages, at), (ids, offsets) in zip(plans, _tokenize(tokenizer, texts), strict=True):
+        out.append(_text_encoded(ids, tokenizer) if rendering is None else _masked(rendering, ids, offsets, messages, at, True))
+    return out
 
 
 def reencoder(source_messages: Any, tokenizer: Any, template: ChatTemplate, settings: Any, *,
@@ -161,7 +201,10 @@ def reencoder(source_messages: Any, tokenizer: Any, template: ChatTemplate, sett
 
 def encode_text(record: Text, tokenizer: Any) -> Encoded:
     """Plain text: ``bos`` (when distinct from eos) + text + ``eos``, every token supervised."""
-    ids = list(tokenizer(record.text, add_special_tokens=False)["input_ids"])
+    return _text_encoded(list(tokenizer(record.text, add_special_tokens=False)["input_ids"]), tokenizer)
+
+
+def _text_encoded(ids: list[int], tokenizer: Any) -> Encoded:
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     if bos is not None and bos != eos:
         ids.insert(0, bos)
@@ -177,10 +220,14 @@ def encode_record(record: Any, tokenizer: Any, template: ChatTemplate, settings:
         return encode_text(record, tokenizer)
     messages = _messages_of(record, settings)
     if messages is None:
-        raise RecordError(f"{where(source, index)}: a '{getattr(record, 'kind', type(record).__name__)}' record "
-                          "cannot be encoded for supervised training",
-                          hint="use conversation, text or prompt_completion records (preference pairs: encode_preference)")
+        raise _not_encodable(record, where(source, index))
     return encode_messages(messages, tokenizer, template, settings, index=index, source=source)
+
+
+def _not_encodable(record: Any, at: str) -> RecordError:
+    return RecordError(f"{at}: a '{getattr(record, 'kind', type(record).__name__)}' record "
+                       "cannot be encoded for supervised training",
+                       hint="use conversation, text or prompt_completion records (preference pairs: encode_preference)")
 
 
 def encode_preference(record: PreferencePair, tokenizer: Any, template: ChatTemplate, settings: Any, *,
@@ -328,10 +375,7 @@ def _spans_from_prefixes(template, msgs, text, marked, eot, variables):
     def render(ms, generation=False):
         return template.render(ms, generation, **variables)
 
-    try:
-        preamble = render([])
-    except TemplateError:
-        preamble = ""
+    preamble = _preamble(template, tuple(sorted(variables.items())))
     bounds = [len(preamble) if text.startswith(preamble) else 0]
     spans = {}
     for i, m in enumerate(msgs):
@@ -359,11 +403,37 @@ def _spans_from_prefixes(template, msgs, text, marked, eot, variables):
     return spans, bounds
 
 
-def _tokenize(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+_PREAMBLES: dict[tuple, str] = {}
+
+
+def _preamble(template: ChatTemplate, variables: tuple) -> str:
+    """What the template renders before any message (the same for every sample, so computed once)."""
+    key = (template.jinja, repr(sorted(template.variables.items())), variables)
+    if key not in _PREAMBLES:
+        try:
+            _PREAMBLES[key] = template.render([], **dict(variables))
+        except TemplateError:
+            _PREAMBLES[key] = ""
+    return _PREAMBLES[key]
+
+
+def _tokenize(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], np.ndarray]]:
+    """Token ids and ``(n, 2)`` character offsets of each text, in one batched call."""
     if not getattr(tokenizer, "is_fast", False):
         raise OAError("loss masks need a fast tokenizer (character offsets)", hint="set tokenizer.use_fast: true")
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer directly: one multi-threaded call, no per-text conversion
+        out = []
+        for e in backend.encode_batch(texts, add_special_tokens=False):
+            ids = e.ids
+            flat = np.fromiter(chain.from_iterable(e.offsets), dtype=np.int64, count=2 * len(ids))
+            out.append((ids, flat.reshape(-1, 2)))
+        return out
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [(list(ids), np.asarray(offs, dtype=np.int64).reshape(-1, 2))
+            for ids, offs in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
 
 
 def _overlaps(offset: tuple[int, int], span: tuple[int, int]) -> bool:
@@ -372,13 +442,15 @@ def _overlaps(offset: tuple[int, int], span: tuple[int, int]) -> bool:
     return max(a, s) < min(b, e) or (a == b and s <= a < e)
 
 
-def _token_mask(offsets, spans, base: bool, length: int) -> list[bool]:
+def _token_mask(offsets: np.ndarray, spans, base: bool, length: int) -> np.ndarray:
     """``base`` for every token, flipped for tokens that overlap a span (linear in text and tokens)."""
-    marked = [False] * (length + 1)
+    marked = np.zeros(length + 1, dtype=bool)
     for s, e in spans:
-        marked[s:e] = [True] * (e - s)
-    before = [0, *accumulate(marked)]  # before[c]: marked characters in text[:c]
-    return [base != (before[b] > before[a] if b > a else marked[a]) for a, b in offsets]
+        marked[s:e] = True
+    before = np.concatenate(([0], np.cumsum(marked)))  # before[c]: marked characters in text[:c]
+    a, b = offsets[:, 0], offsets[:, 1]
+    hit = np.where(b > a, before[b] > before[a], marked[a])
+    return hit != base
 
 
 def _check_sample(enc: Encoded, at: str, train_on_inputs: bool) -> None:
