@@ -20,7 +20,6 @@ def add_commands(cli: click.Group) -> None:
 
 def _load(config: str, overrides: tuple[str, ...]):
     from oa_core.config import load_config
-
     from oa_data.tokenizer import load_tokenizer
 
     cfg = load_config(config, list(overrides)).config
