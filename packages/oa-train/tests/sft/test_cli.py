@@ -85,3 +85,17 @@ def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_mo
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 2 and "eval_loss" in records[-1]
     assert (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+
+
+def test_plugin_registers_methods_without_heavy_imports():
+    import json
+    import subprocess
+
+    code = (
+        "import sys; from oa_core.plugins import get_registry; reg = get_registry(); "
+        "assert not reg.failures, reg.failures; "
+        "import json; print(json.dumps([reg.names('method'), [m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules]]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    methods, heavy = json.loads(out)
+    assert {"sft", "pretrain"} <= set(methods) and heavy == []
