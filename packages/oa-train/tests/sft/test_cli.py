@@ -72,7 +72,7 @@ def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_mo
         "method": "sft", "output_dir": str(out), "model": {"path": tiny_model_dir, "dtype": "float32"},
         "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca"}],
         "eval_datasets": [{"path": str(tmp_path / "eval.jsonl"), "format": "alpaca"}],
-        "data": {"chat_template": "chatml", "max_length": 128, "packing": True, "cache_dir": str(tmp_path / "cache")},
+        "data": {"chat_template": "chatml", "max_length": 256, "packing": True, "cache_dir": str(tmp_path / "cache")},
         "train": {"max_steps": 2, "per_device_batch_size": 2, "save_steps": 1, "logging_steps": 1},
     })
     assert main(["train", cfg, "--set", "train.learning_rate=0.001"]) == 0, capsys.readouterr().err

@@ -82,7 +82,7 @@ def test_sigkill_then_resume_via_cli(tmp_path, tiny_model_dir, weights):
     def config(name):
         doc = {"method": "sft", "seed": 5, "output_dir": str(tmp_path / name), "model": {"path": tiny_model_dir, "dtype": "float32"},
                "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca"}],
-               "data": {"chat_template": "chatml", "max_length": 96, "cache_dir": str(tmp_path / "cache")},
+               "data": {"chat_template": "chatml", "max_length": 256, "cache_dir": str(tmp_path / "cache")},
                "train": {"max_steps": 6, "per_device_batch_size": 2, "learning_rate": 1e-3, "save_steps": 1, "logging_steps": 1}}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(doc))
         return str(tmp_path / f"{name}.yaml")
