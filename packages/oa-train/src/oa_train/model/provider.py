@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from oa_core.config import ModelSettings, TokenizerSettings
+from oa_core.config import ModelSettings
 from oa_core.errors import OAError
+from oa_data.hub import is_offline, load_error, resolve_source
+from oa_data.tokenizer import load_tokenizer  # noqa: F401  (re-exported for the model package)
 
 _OWN_KWARGS = (
     "trust_remote_code",
@@ -20,74 +21,6 @@ _OWN_KWARGS = (
     "local_files_only",
     "adapter_kwargs",
 )
-
-
-def is_offline() -> bool:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes")
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-def _looks_local(path: str) -> bool:
-    """A path meant as a local folder (absolute, relative with ./ or ~, or more than one '/')."""
-    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
-
-
-def resolve_source(path: str, key: str) -> tuple[str, bool]:
-    """``(path, local)`` for a model/tokenizer source; a one-line error when a local folder is missing."""
-    expanded = Path(path).expanduser()
-    if expanded.is_dir():
-        return str(expanded), True
-    if expanded.exists() or _looks_local(path):
-        what = "is not a folder" if expanded.exists() else "not found"
-        raise OAError(
-            f"{key}: local model folder '{path}' {what}",
-            hint="check the path (a hub id looks like 'org/name')",
-        )
-    return path, False
-
-
-def _load_error(key: str, path: str, local: bool, err: Exception) -> OAError:
-    first = " ".join(str(err).split())[:200]
-    if local:
-        return OAError(
-            f"{key}: cannot load '{path}': {first}", hint="is it a complete transformers model folder?"
-        )
-    if is_offline():
-        return OAError(
-            f"{key}: '{path}' is not a local folder and is not in the hub cache (offline mode)",
-            hint="download it first, point to a local folder, or unset HF_HUB_OFFLINE",
-        )
-    return OAError(
-        f"{key}: cannot load '{path}' from the hub: {first}", hint="check the id, revision and your network"
-    )
-
-
-def load_tokenizer(tok: TokenizerSettings, model: ModelSettings | None = None):
-    """The tokenizer at ``tokenizer.path`` (default ``model.path``); gets a pad token (unk, else eos) if it has none."""
-    from transformers import AutoTokenizer
-
-    key = "tokenizer.path" if tok.path else "model.path"
-    raw = tok.path or (model.path if model else None)
-    if not raw:
-        raise OAError("tokenizer.path: no tokenizer given", hint="set tokenizer.path or model.path")
-    path, local = resolve_source(raw, key)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path,
-            use_fast=tok.use_fast,
-            trust_remote_code=tok.trust_remote_code,
-            revision=model.revision if model and not tok.path else None,
-            local_files_only=local or is_offline(),
-        )
-    except (OSError, ValueError) as e:
-        raise _load_error(key, raw, local, e) from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    return tokenizer
 
 
 def _local_device() -> int:
@@ -156,7 +89,7 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
                 hint="convert the checkpoint to safetensors, or allow pickled weights from a trusted source "
                 "with model.model_kwargs.use_safetensors: false",
             ) from None
-        raise _load_error("model.path", model.path, local, e) from None
+        raise load_error("model.path", model.path, local, e) from None
     except (ValueError, ImportError) as e:
         text = " ".join(str(e).split())
         if model.attn_implementation and ("attn_implementation" in text or "Attention" in text):
@@ -169,4 +102,4 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
                 f"model.type: '{model.type}' is not available for the model in '{model.path}'",
                 hint="use type causal for language models, seq_cls for classifiers/reward models",
             ) from None
-        raise _load_error("model.path", model.path, local, e) from None
+        raise load_error("model.path", model.path, local, e) from None
