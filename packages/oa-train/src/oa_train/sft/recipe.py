@@ -78,6 +78,8 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
     # 3. data (rank 0 first: it fills the tokenized cache the others read); the pipeline may add tokens
     with accelerator.main_process_first():
         train_data, eval_data = (prepare_data or default_prepare_data)(cfg, tokenizer)
+    if main and getattr(getattr(cfg, "data", None), "per_epoch_resample", False):
+        tqdm.write("warning: data.per_epoch_resample: the SFT trainer draws the mix once (epoch 0) and reuses it")
     if resize_embeddings(model, len(tokenizer)):
         model_manifest["resized_embeddings_to"] = len(tokenizer)
     eval_data = eval_data if eval_data is not None else []
