@@ -41,6 +41,9 @@ class ModelSettings(_Strict):
     revision: str | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     adapter_path: str | None = None
+    random_init: bool = Field(
+        False, description="build the model from the folder's config.json with random weights (seeded by `seed`)"
+    )
     patches: list[str] = Field(default_factory=list, description="model patches to apply, by name")
 
 

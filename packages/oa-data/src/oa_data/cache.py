@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ def cached(key: str, build_fn: Callable[[], Any], cache_dir: str | os.PathLike =
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
-            built.save_to_disk(str(tmp))
+            with _quiet(datasets):
+                built.save_to_disk(str(tmp))
             os.replace(tmp, final)
         except OSError:
             if not final.exists():  # a real failure, not a concurrent writer that finished first
@@ -94,3 +96,15 @@ def cached(key: str, build_fn: Callable[[], Any], cache_dir: str | os.PathLike =
     except Exception as e:
         raise OAError(f"{final}: cannot load cached dataset: {' '.join(str(e).split())[:200]}",
                       hint=f"delete {final} to rebuild it") from None
+
+
+@contextmanager
+def _quiet(datasets):
+    """No `datasets` progress bar while saving (the pipeline shows its own)."""
+    was = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.enable_progress_bars()

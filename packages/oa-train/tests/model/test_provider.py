@@ -107,3 +107,21 @@ def test_type_without_a_head_for_the_architecture(tmp_path):
     with pytest.raises(OAError) as err:
         load_model(ModelSettings(path=str(tmp_path), type="causal"))
     assert _one_line(err).startswith("model.type: 'causal' is not available")
+
+
+def test_random_init_builds_from_config_only(tmp_path):
+    """`model.random_init`: a folder with just config.json gives a seeded, randomly initialised model."""
+    import torch
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=1).save_pretrained(tmp_path)
+    settings = ModelSettings(path=str(tmp_path), random_init=True, dtype="bfloat16")
+    torch.manual_seed(0)
+    a = load_model(settings)
+    torch.manual_seed(0)
+    b = load_model(settings)
+    assert a.config.model_type == "llama" and a.dtype == torch.bfloat16
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    with pytest.raises(OAError, match="model.path"):
+        load_model(ModelSettings(path=str(tmp_path / "missing"), random_init=True))

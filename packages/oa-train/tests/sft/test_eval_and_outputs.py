@@ -31,6 +31,9 @@ def test_run_writes_eval_metrics_logs_plot_and_keeps_best(make_config, qa_data):
     assert all(r["loss"] > 0 and r["lr"] > 0 for r in records)
 
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert [g["step"] for g in generations] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert all(g["reference"] and g["prompt"] for g in generations)
     effective = yaml.safe_load((out / "effective_config.yaml").read_text())
     assert effective["config"]["train"]["weight_decay"] == 0.1 and effective["sources"]["train.weight_decay"] == "--set"
     manifest = json.loads((out / "run_manifest.json").read_text())

@@ -23,6 +23,24 @@ _OWN_KWARGS = (
 )
 
 
+def _from_config(cls, model: ModelSettings, path: str, local: bool, kwargs: dict, num_labels: int | None):
+    """A randomly initialised model of the architecture in ``path``'s config.json (no weights read)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=model.trust_remote_code, revision=model.revision,
+            local_files_only=kwargs["local_files_only"],
+        )
+    except (OSError, ValueError) as e:
+        raise load_error("model.path", model.path, local, e) from None
+    if model.type == "seq_cls":
+        config.num_labels = num_labels or config.num_labels
+    extra = {k: kwargs[k] for k in ("attn_implementation",) if k in kwargs}
+    built = cls.from_config(config, trust_remote_code=model.trust_remote_code, **extra)
+    return built if model.dtype == "auto" else built.to(_dtype(model.dtype))
+
+
 def _local_device() -> int:
     import torch
 
@@ -78,6 +96,8 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
         kwargs["device_map"] = {"": _local_device()}  # 4-bit weights live on this process's GPU
     kwargs.update(model.model_kwargs)
     cls = AutoModelForSequenceClassification if model.type == "seq_cls" else AutoModelForCausalLM
+    if model.random_init:
+        return _from_config(cls, model, path, local, kwargs, num_labels)
     try:
         if model.type == "seq_cls":
             kwargs["num_labels"] = num_labels or _checkpoint_labels(path, kwargs) or 1

@@ -49,13 +49,15 @@ def prompt_and_answer(ex: dict) -> tuple[list[int], list[int]]:
 
 
 @torch.no_grad()
-def generation_metrics(accelerator, model, tokenizer, examples, *, num_samples: int, max_new_tokens: int) -> dict[str, float]:
+def generation_metrics(accelerator, model, tokenizer, examples, *, num_samples: int,
+                       max_new_tokens: int) -> tuple[dict[str, float], list[dict[str, str]]]:
     """Greedy answers for the first ``num_samples`` eval examples vs their references (every rank runs
-    the same generations, so sharded models take part in the collectives)."""
+    the same generations, so sharded models take part in the collectives): the metrics, and the samples
+    (``prompt``, ``prediction``, ``reference``)."""
     net = accelerator.unwrap_model(model)
     was_training = net.training
     net.eval()
-    preds, refs = [], []
+    preds, refs, prompts = [], [], []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for i in range(min(num_samples, len(examples))):
         prompt, answer = prompt_and_answer(examples[i])
@@ -66,7 +68,9 @@ def generation_metrics(accelerator, model, tokenizer, examples, *, num_samples: 
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=pad_id,
         )
+        prompts.append(tokenizer.decode(prompt, skip_special_tokens=True).strip())
         preds.append(tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip())
         refs.append(tokenizer.decode(answer, skip_special_tokens=True).strip())
     net.train(was_training)
-    return {f"eval_{k}": v for k, v in text_metrics(preds, refs).items()}
+    samples = [{"prompt": p, "prediction": x, "reference": r} for p, x, r in zip(prompts, preds, refs, strict=True)]
+    return {f"eval_{k}": v for k, v in text_metrics(preds, refs).items()}, samples

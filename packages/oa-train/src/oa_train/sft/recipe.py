@@ -187,8 +187,12 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
                 metrics = evaluate(accelerator, model, eval_data, pad_id=pad_id,
                                    batch_size=tc.per_device_eval_batch_size or tc.per_device_batch_size)
                 if tc.generation.num_samples:
-                    metrics |= generation_metrics(accelerator, model, tokenizer, eval_data, num_samples=tc.generation.num_samples,
-                                                  max_new_tokens=tc.generation.max_new_tokens)
+                    scores, samples = generation_metrics(accelerator, model, tokenizer, eval_data,
+                                                         num_samples=tc.generation.num_samples,
+                                                         max_new_tokens=tc.generation.max_new_tokens)
+                    metrics |= scores
+                    if main:
+                        log.add_generations(state["step"], samples)
                 state["metrics"] = metrics
                 record |= metrics
             if len(record) > 1:

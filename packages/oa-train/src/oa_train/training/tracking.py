@@ -39,6 +39,18 @@ class RunLog:
         text = "".join(json.dumps(r) + "\n" for r in self.history)
         atomic_write_text(self.dir / "metrics.jsonl", text)
 
+    def add_generations(self, step: int, samples: list[dict]) -> None:
+        """Append the eval generations of ``step`` to ``generations.jsonl`` and show the first one."""
+        path = self.dir / "generations.jsonl"
+        old = path.read_text().splitlines(keepends=True) if path.exists() else []
+        kept = [line for line in old if json.loads(line)["step"] < step]  # a resumed run rewrites its steps
+        new = [json.dumps({"step": step, **sample}) + "\n" for sample in samples]
+        atomic_write_text(path, "".join(kept + new))
+        if samples:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"step {step} sample: {samples[0]['prediction'][:120]!r} (reference {samples[0]['reference'][:60]!r})")
+
     def series(self, key: str) -> tuple[list[int], list[float]]:
         pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
         return [s for s, _ in pts], [v for _, v in pts]
