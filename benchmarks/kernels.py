@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 GIB = 1 << 30
+SKIP: set[str] = set()  # providers left out of this run (--skip), e.g. {"compile"}
 
 
 @dataclass
@@ -88,10 +89,10 @@ def render_markdown(report: Report) -> str:
 # ---------------------------------------------------------------- GPU side
 
 
-def _bench(fn, grad_to_none=None) -> float:
+def _bench(fn, grad_to_none=None, rep: int = 300) -> float:
     import triton.testing
 
-    return triton.testing.do_bench(fn, warmup=50, rep=300, grad_to_none=grad_to_none, return_mode="median")
+    return triton.testing.do_bench(fn, warmup=50, rep=rep, grad_to_none=grad_to_none, return_mode="median")
 
 
 def copy_bandwidth_gbps(nbytes: int = 2 * GIB) -> float:
@@ -131,6 +132,10 @@ def _liger():
 def _run(report: Report, case: str, provider: str, make, nbytes: int, ref=None, memory: bool = False):
     """Time ``make()`` -> (fn, grads_to_reset, output getter); record a row, or the reason it failed."""
     row = Row(case, provider, bytes=nbytes)
+    if provider in SKIP:
+        row.note = f"not run (--skip {provider})"
+        report.rows.append(row)
+        return
     try:
         fn, grads, output = make()
         fn()
@@ -194,8 +199,7 @@ def bench_rope(report: Report, layout: str, B=8, HQ=32, HK=8, S=4096, D=128, bac
     _run(report, case + " (cos/sin in-kernel)", "ours",
          maker(lambda q, k: apply_rope(q, k, position_ids=pos, inv_freq=inv_freq)), nbytes, ref)
     _run(report, case, "eager", maker(eager), nbytes, ref)
-    compiled = torch.compile(eager)
-    _run(report, case, "compile", maker(compiled), nbytes, ref)
+    _run(report, case, "compile", maker(torch.compile(eager) if "compile" not in SKIP else eager), nbytes, ref)
     if (why := _liger()) is None:
         from liger_kernel.transformers.rope import liger_rotary_pos_emb
 
@@ -250,7 +254,7 @@ def bench_gelu(report: Report, variant: str, gated: bool, N=32768, M=14336, back
     with ctx:
         _run(report, case, "ours", maker(ours), nbytes, ref)
         _run(report, case, "eager", maker(eager), nbytes, ref)
-        _run(report, case, "compile", maker(torch.compile(eager)), nbytes, ref)
+        _run(report, case, "compile", maker(torch.compile(eager) if "compile" not in SKIP else eager), nbytes, ref)
         if gated and variant == "tanh":
             if (why := _liger()) is None:
                 from liger_kernel.ops.geglu import LigerGELUMulFunction
@@ -260,7 +264,7 @@ def bench_gelu(report: Report, variant: str, gated: bool, N=32768, M=14336, back
                 report.rows.append(Row(case, "liger", note=why))
 
 
-def bench_linear_ce(report: Report, T=8192, H=4096, V=128256):
+def bench_linear_ce(report: Report, T=8192, H=4096, V=128256, variants=((256, 1), (512, 1), (512, 2), (8192, 32))):
     import torch
     import torch.nn.functional as F
 
@@ -292,8 +296,13 @@ def bench_linear_ce(report: Report, T=8192, H=4096, V=128256):
 
     unfused = lambda h, w: F.cross_entropy(F.linear(h, w).float(), labels)  # noqa: E731
     _run(report, case, "ours", maker(lambda h, w: fused_linear_cross_entropy(h, w, labels)), 0, ref, memory=True)
+    for chunk, parts in variants:
+        _run(report, f"{case} (chunk {chunk}, {parts} vocab part{'s' if parts > 1 else ''})", "ours",
+             maker(lambda h, w, c=chunk, p=parts: fused_linear_cross_entropy(h, w, labels, chunk_size=c, vocab_parts=p)),
+             0, ref, memory=True)
     _run(report, case, "eager", maker(unfused), 0, ref, memory=True)
-    _run(report, case, "compile", maker(torch.compile(unfused)), 0, ref, memory=True)
+    _run(report, case, "compile", maker(torch.compile(unfused) if "compile" not in SKIP else unfused), 0, ref,
+         memory=True)
     if (why := _liger()) is None:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
@@ -303,34 +312,105 @@ def bench_linear_ce(report: Report, T=8192, H=4096, V=128256):
         report.rows.append(Row(case, "liger", note=why))
 
 
-def _sweep_rope(lines: list[str]) -> None:
+def _rope_inputs(layout: str, B=8, HQ=32, HK=8, S=4096, D=128):
+    import torch
+
+    dt = torch.bfloat16
+    if layout == "hf":
+        q = torch.randn(B, S, HQ, D, device="cuda", dtype=dt).transpose(1, 2)
+        k = torch.randn(B, S, HK, D, device="cuda", dtype=dt).transpose(1, 2)
+    else:
+        q = torch.randn(B, HQ, S, D, device="cuda", dtype=dt)
+        k = torch.randn(B, HK, S, D, device="cuda", dtype=dt)
+    return q, k
+
+
+def _rope_angles(B=8, S=4096, D=128):
     import torch
 
     from oa_kernels import reference
-    from oa_kernels import rope as rope_mod
 
-    dt = torch.bfloat16
-    B, HQ, HK, S, D = 8, 32, 8, 4096, 128
     pos = torch.arange(S, device="cuda")[None].expand(B, S)
     inv_freq = 1.0 / (500000 ** (torch.arange(0, D, 2, device="cuda").float() / D))
-    table = ("table", *(t.to(dt) for t in reference.rope_angles(pos, inv_freq)))
-    positions = ("positions", pos, inv_freq, 1.0)
+    table = ("table", *(t.to(torch.bfloat16) for t in reference.rope_angles(pos, inv_freq)))
+    return table, ("positions", pos, inv_freq, 1.0)
+
+
+def _sweep_rope(lines: list[str], apply: bool = True) -> None:
+    """Kernel launches alone, per layout and direction; with ``apply`` set the module's SETTINGS to the best."""
+    import itertools
+
+    import torch
+
+    from oa_kernels import rope as rope_mod
+
+    table, positions = _rope_angles()
+    candidates = list(itertools.product((1, 2, 4), (8, 16), (4, 8)))
+    gb = 2 * 2 * (8 * 32 + 8 * 8) * 4096 * 128 / 1e6  # bytes read + written per pass, in MB
     for layout in ("hf", "contiguous"):
-        if layout == "hf":
-            q = torch.randn(B, S, HQ, D, device="cuda", dtype=dt).transpose(1, 2)
-            k = torch.randn(B, S, HK, D, device="cuda", dtype=dt).transpose(1, 2)
-        else:
-            q = torch.randn(B, HQ, S, D, device="cuda", dtype=dt)
-            k = torch.randn(B, HK, S, D, device="cuda", dtype=dt)
+        q, k = _rope_inputs(layout)
         qo, ko = torch.empty_like(q), torch.empty_like(k)
-        for bs in (2, 4, 8):
-            for group in (4, 8, 16):
-                for nw in (4, 8):
-                    rope_mod.BLOCK_S, rope_mod.GROUP, rope_mod.NUM_WARPS = bs, group, nw
-                    ms = _bench(functools.partial(rope_mod._launch, q, k, qo, ko, table, False))
-                    ms_pos = _bench(functools.partial(rope_mod._launch, q, k, qo, ko, positions, False))
-                    lines.append(f"rope {layout} fwd BLOCK_S={bs} GROUP={group} warps={nw}: {ms:.4f} ms "
-                                 f"(positions {ms_pos:.4f})")
+        times = {}
+        for cfg in candidates:
+            times[cfg] = _bench(functools.partial(rope_mod._launch, q, k, qo, ko, table, False, cfg), rep=150)
+            lines.append(f"rope {layout} fwd BLOCK_S={cfg[0]} GROUP={cfg[1]} warps={cfg[2]}: "
+                         f"{times[cfg]:.4f} ms ({gb / times[cfg]:.0f} GB/s)")
+        top = sorted(times, key=times.get)[:6]
+        bwd = {}
+        for cfg in top:
+            bwd[cfg] = _bench(functools.partial(rope_mod._launch, q, k, qo, ko, table, True, cfg), rep=150)
+            pos_ms = _bench(functools.partial(rope_mod._launch, q, k, qo, ko, positions, False, cfg), rep=150)
+            lines.append(f"rope {layout} top fwd {cfg}: fwd {times[cfg]:.4f}, bwd {bwd[cfg]:.4f}, "
+                         f"fwd from positions {pos_ms:.4f} ms")
+        best_f, best_b = min(times, key=times.get), min(bwd, key=bwd.get)
+        lines.append(f"rope {layout}: best fwd {best_f} {times[best_f]:.4f} ms, best bwd {best_b} {bwd[best_b]:.4f} ms; "
+                     f"run 2's default {(2, 8, 8)} fwd {times[(2, 8, 8)]:.4f} ms")
+        if apply:
+            rope_mod.SETTINGS[(layout, False)] = best_f
+            rope_mod.SETTINGS[(layout, True)] = best_b
+        print("\n".join(lines[-8:]), flush=True)
+
+
+def rope_interleaved(reps: int = 5) -> tuple[list[str], dict]:
+    """RoPE fwd+bwd of ours (tables, positions) and Liger, interleaved ``reps`` times with the copy bandwidth."""
+    import statistics
+
+    import torch
+
+    from oa_kernels.rope import apply_rope
+
+    table, positions = _rope_angles()
+    cos, sin = table[1], table[2]
+    pos, inv_freq = positions[1], positions[2]
+    providers = {
+        "ours": lambda q, k: apply_rope(q, k, cos, sin),
+        "ours, cos/sin in-kernel": lambda q, k: apply_rope(q, k, position_ids=pos, inv_freq=inv_freq),
+    }
+    if _liger() is None:
+        from liger_kernel.transformers.rope import liger_rotary_pos_emb
+
+        providers["liger"] = lambda q, k: liger_rotary_pos_emb(q, k, cos, sin)
+    results: dict[str, list[float]] = {"copy GB/s": []}
+    fns = {}
+    for layout in ("hf", "contiguous"):
+        q, k = (t.requires_grad_() for t in _rope_inputs(layout))
+        gq, gk = torch.randn_like(q), torch.randn_like(k)
+        for name, f in providers.items():
+            def fn(f=f, q=q, k=k, gq=gq, gk=gk):
+                qo, ko = f(q, k)
+                torch.autograd.backward((qo, ko), (gq, gk))
+
+            fns[f"{layout} fwd+bwd {name}"] = (fn, [q, k])
+            results[f"{layout} fwd+bwd {name}"] = []
+    for _ in range(reps):
+        results["copy GB/s"].append(copy_bandwidth_gbps())
+        for key, (fn, grads) in fns.items():
+            results[key].append(_bench(fn, grads))
+    medians = {key: statistics.median(v) for key, v in results.items()}
+    lines = [f"{key}: median {medians[key]:.4f} of {reps}: {' '.join(f'{x:.4f}' for x in v)}"
+             for key, v in results.items()]
+    print("\n".join(lines), flush=True)
+    return lines, medians
 
 
 def _sweep_gelu(lines: list[str]) -> None:
@@ -348,39 +428,100 @@ def _sweep_gelu(lines: list[str]) -> None:
             lines.append(f"{name} fwd BLOCK={block} warps={nw}: {_bench(launch):.4f} ms")
 
 
-def _sweep_linear_ce(lines: list[str], T=8192, H=4096, V=128256) -> None:
-    """Time and peak memory of ours' fwd+bwd over chunk sizes (rows per chunk)."""
+def _sweep_linear_ce(lines: list[str], T=8192, H=4096, V=128256, apply: bool = True) -> None:
+    """Time and peak memory of ours' fwd+bwd over (rows per chunk, vocabulary parts), with eager and
+    Liger for scale; with ``apply`` set the defaults to the fastest within Liger's memory, if that beats eager."""
     import torch
+    import torch.nn.functional as F
 
+    from oa_kernels import linear_ce
     from oa_kernels.linear_ce import fused_linear_cross_entropy
 
     h = torch.randn(T, H, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     w = (torch.randn(V, H, device="cuda", dtype=torch.bfloat16) * H**-0.5).requires_grad_()
     labels = torch.randint(0, V, (T,), device="cuda")
 
-    def step(chunk):
-        fused_linear_cross_entropy(h, w, labels, chunk_size=chunk).backward()
-
-    for chunk in (256, 512, 1024, 2048):
-        fn = functools.partial(step, chunk)
+    def measure(name, f):
+        fn = lambda: f().backward()  # noqa: E731
         fn()
         mib = _peak_mib(fn)
-        lines.append(f"linear_ce chunk={chunk}: {_bench(fn, [h, w]):.3f} ms, peak {mib:.0f} MiB")
+        ms = _bench(fn, [h, w], rep=600)
+        lines.append(f"linear_ce {name}: {ms:.3f} ms, peak {mib:.0f} MiB")
+        print(lines[-1], flush=True)
+        return ms, mib
+
+    eager_ms, _ = measure("eager", lambda: F.cross_entropy(F.linear(h, w).float(), labels))
+    liger_mib = None
+    if _liger() is None:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        liger = LigerFusedLinearCrossEntropyLoss()
+        _, liger_mib = measure("liger", lambda: liger(w, h, labels))
+    base = triton_next_pow2(-(-T // -(-V // H)))  # Liger's rows per chunk
+    results = {}
+    for scale, parts in ((1, 1), (2, 1), (2, 2), (4, 4), (8, 8), (16, 16), (32, 32)):
+        results[(scale, parts)] = measure(
+            f"chunk {base * scale} rows, {parts} vocab parts",
+            lambda c=base * scale, p=parts: fused_linear_cross_entropy(h, w, labels, chunk_size=c, vocab_parts=p))
+    lines.append(_linear_ce_breakdown(h.detach(), w.detach(), labels, base))
+    print(lines[-1], flush=True)
+    within = {c: v for c, v in results.items() if liger_mib is not None and v[1] <= liger_mib + 1}
+    best = min(within, key=lambda c: within[c][0]) if within else None
+    lines.append(f"linear_ce: eager {eager_ms:.3f} ms, Liger peak {liger_mib} MiB, fastest within Liger's memory {best} "
+                 f"{within[best] if best else ''}")
+    if apply and best and within[best][0] <= eager_ms:
+        linear_ce.CHUNK_SCALE, linear_ce.VOCAB_PARTS = best
+        lines.append(f"linear_ce: defaults set to CHUNK_SCALE, VOCAB_PARTS = {best}")
+    print(lines[-1], flush=True)
 
 
-def sweep() -> list[str]:
-    """Time ours alone over launch settings (block sizes, warps, chunks), to pick the defaults."""
+def _linear_ce_breakdown(h, w, labels, rows: int) -> str:
+    """Where the time goes at one chunk size: each step of one chunk alone."""
+    import torch
+
+    from oa_kernels import linear_ce
+
+    hc, buf = h[:rows], torch.empty(rows, w.shape[0], device="cuda", dtype=torch.bfloat16)
+    gw, gh = torch.zeros_like(w), torch.empty_like(hc)
+    scale = torch.full((rows,), 1e-4, device="cuda")
+    times = {
+        "logits mm": _bench(lambda: torch.mm(hc, w.t(), out=buf)),
+        "ce rows kernel": _bench(lambda: linear_ce._ce_rows(buf, labels[:rows], scale, -100, True)),
+        "grad_h mm": _bench(lambda: torch.mm(buf, w, out=gh)),
+        "grad_w addmm": _bench(lambda: gw.addmm_(buf.t(), hc)),
+    }
+    return (f"linear_ce chunk {rows} per-chunk steps (x{h.shape[0] // rows} chunks): "
+            + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()))
+
+
+def triton_next_pow2(n: int) -> int:
+    return 1 << (max(n, 1) - 1).bit_length()
+
+
+def sweep(suites=("rope", "gelu", "linear_ce"), apply: bool = True) -> list[str]:
+    """Time ours alone over launch settings (block sizes, warps, chunks), to pick the defaults.
+
+    With ``apply`` the module defaults are set to the best settings for the rest of the run (the report
+    then shows them; copy them into the code)."""
     from oa_kernels import activations
-    from oa_kernels import rope as rope_mod
 
-    defaults = (rope_mod.BLOCK_S, rope_mod.GROUP, rope_mod.NUM_WARPS, activations.BLOCK, activations.NUM_WARPS)
+    defaults = (activations.BLOCK, activations.NUM_WARPS)
     lines: list[str] = []
-    try:
-        _sweep_rope(lines)
-        _sweep_gelu(lines)
-    finally:
-        rope_mod.BLOCK_S, rope_mod.GROUP, rope_mod.NUM_WARPS, activations.BLOCK, activations.NUM_WARPS = defaults
-    _sweep_linear_ce(lines)
+    if "rope" in suites:
+        try:
+            _sweep_rope(lines, apply)
+        except Exception:
+            traceback.print_exc()
+    if "gelu" in suites:
+        try:
+            _sweep_gelu(lines)
+        finally:
+            activations.BLOCK, activations.NUM_WARPS = defaults
+    if "linear_ce" in suites:
+        try:
+            _sweep_linear_ce(lines, apply=apply)
+        except Exception:
+            traceback.print_exc()
     for line in lines:
         print(line, flush=True)
     return lines
@@ -397,7 +538,13 @@ def run_all(suites=SUITES) -> Report:
     import triton
 
     report = Report(props.name, datetime.date.today().isoformat(), copy_bandwidth_gbps())
-    report.meta = {"torch": torch.__version__, "triton": triton.__version__}
+    from oa_kernels import activations, linear_ce
+    from oa_kernels import rope as rope_mod
+
+    report.meta = {"torch": torch.__version__, "triton": triton.__version__,
+                   "rope_settings": {f"{lay} {'bwd' if b else 'fwd'}": list(v) for (lay, b), v in rope_mod.SETTINGS.items()},
+                   "gelu_settings": [activations.BLOCK, activations.NUM_WARPS],
+                   "linear_ce_settings": [linear_ce.CHUNK_SCALE, linear_ce.VOCAB_PARTS]}
     try:
         from importlib.metadata import version
 
@@ -435,7 +582,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--sweep", action="store_true", help="time launch settings of ours first")
     parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated subset of {', '.join(SUITES)}")
+    parser.add_argument("--sweep-suites", default="rope,gelu,linear_ce", help="what --sweep covers")
+    parser.add_argument("--skip", default="", help="comma-separated providers not to run (e.g. compile)")
+    parser.add_argument("--rope-reps", type=int, default=0,
+                        help="also time RoPE fwd+bwd of ours and Liger interleaved this many times (medians)")
     args = parser.parse_args(argv)
+    SKIP.update(p for p in args.skip.split(",") if p)
     import torch
 
     if not torch.cuda.is_available():
@@ -443,9 +595,16 @@ def main(argv=None) -> int:
         return 2
     if args.sweep:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "sweep.txt").write_text("\n".join(sweep()) + "\n")
+        (args.out / "sweep.txt").write_text("\n".join(sweep(tuple(args.sweep_suites.split(",")))) + "\n")
     report = run_all(tuple(s for s in args.suites.split(",") if s))
     write(report, args.out)
+    if args.rope_reps:
+        try:
+            lines, medians = rope_interleaved(args.rope_reps)
+            report.meta["rope_interleaved"] = {"reps": args.rope_reps, "medians": medians, "lines": lines}
+        except Exception:
+            traceback.print_exc()
+        write(report, args.out)
     print(render_markdown(report))
     return 0
 

@@ -34,6 +34,26 @@ def test_loss_and_gradients_match_unfused(shape, H, V, chunk_size, reduction, dt
         assert (loss.reshape(-1)[:3] == 0).all()  # ignored tokens
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("parts", [2, 3])
+def test_vocabulary_in_parts_matches_unfused(parts, reduction, dtype, device, assert_close):
+    hidden, weight, labels = _problem((13,), 24, 129, dtype, device)
+    labels[5], labels[6] = 0, 128  # first and last vocabulary entries
+    loss = fused_linear_cross_entropy(hidden, weight, labels, reduction=reduction, chunk_size=4, vocab_parts=parts)
+    grad_out = torch.randn_like(loss) if reduction == "none" else torch.tensor(1.0, device=device)
+    grads = torch.autograd.grad(loss, (hidden, weight), grad_out)
+    h64, w64 = (t.detach().double().requires_grad_() for t in (hidden, weight))
+    want = reference.linear_cross_entropy(h64, w64, labels, reduction=reduction)
+    want_grads = torch.autograd.grad(want, (h64, w64), grad_out.double())
+    assert_close(loss, want, torch.float32 if dtype == torch.float32 else dtype)
+    for got, ref in zip(grads, want_grads, strict=True):
+        assert_close(got, ref, dtype)
+    with torch.no_grad():
+        again = fused_linear_cross_entropy(hidden, weight, labels, reduction=reduction, vocab_parts=parts)
+    assert torch.allclose(again, loss.detach(), atol=1e-5)
+
+
 def test_other_ignore_index_and_no_weight_grad(device):
     hidden, weight, labels = _problem((10,), 8, 20, torch.float32, device, ignored=0)
     labels[::3] = 7

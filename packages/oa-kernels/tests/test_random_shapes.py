@@ -57,15 +57,15 @@ def test_rope_random_shapes(B, hq, group, S, half, extra, hf, dtype, seed, asser
 
 @FEW
 @given(n=st.integers(1, 12), H=st.integers(1, 20), V=st.integers(2, 70), chunk=st.integers(1, 8), dtype=DTYPES,
-       seed=st.integers(0, 2**16))
-def test_fused_linear_ce_random_shapes(n, H, V, chunk, dtype, seed, assert_close):
+       seed=st.integers(0, 2**16), parts=st.integers(1, 4))
+def test_fused_linear_ce_random_shapes(n, H, V, chunk, dtype, seed, parts, assert_close):
     torch.manual_seed(seed)
     h = torch.randn(n, H).to(dtype).requires_grad_()
     w = (torch.randn(V, H) * H**-0.5).to(dtype).requires_grad_()
     labels = torch.randint(0, V, (n,))
     labels[0] = -100
     labels[-1] = V - 1
-    loss = fused_linear_cross_entropy(h, w, labels, reduction="sum", chunk_size=chunk)
+    loss = fused_linear_cross_entropy(h, w, labels, reduction="sum", chunk_size=chunk, vocab_parts=parts)
     h64, w64 = (t.detach().double().requires_grad_() for t in (h, w))
     want = reference.linear_cross_entropy(h64, w64, labels, reduction="sum")
     assert_close(loss, want, torch.float32 if dtype == torch.float32 else dtype)

@@ -16,10 +16,15 @@ from oa_core.errors import OAError
 from oa_kernels import reference
 from oa_kernels.runtime import use_triton
 
-# tokens per program, heads per step, warps: the best of a sweep on an H100 (benchmarks/kernels.py --sweep)
-BLOCK_S = 2
-GROUP = 8
-NUM_WARPS = 8
+# Launch settings per (layout, backward): tokens per program, heads per step, warps. "hf" is HF's
+# (B, S, H, D) storage viewed as (B, H, S, D) (heads inner), "contiguous" is (B, H, S, D). The best of a
+# sweep of forward and backward launches on an H100 (benchmarks/kernels.py --sweep; docs/benchmarks.md).
+SETTINGS: dict[tuple[str, bool], tuple[int, int, int]] = {
+    ("hf", False): (1, 16, 8),
+    ("hf", True): (1, 16, 8),
+    ("contiguous", False): (2, 8, 8),
+    ("contiguous", True): (2, 8, 8),
+}
 
 
 @triton.jit
@@ -86,9 +91,15 @@ def _unit_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _launch(q, k, qo, ko, angles, backward: bool) -> None:
+def layout(q: torch.Tensor) -> str:
+    """"hf" when heads are the inner dimension of the storage ((B, S, H, D) viewed as (B, H, S, D)), else "contiguous"."""
+    return "hf" if q.stride(1) < q.stride(2) else "contiguous"
+
+
+def _launch(q, k, qo, ko, angles, backward: bool, settings=None) -> None:
     """Rotate q/k (B, H, S, D) into qo/ko; ``angles`` is ("table", cos, sin) or ("positions", pos, freq, scale)."""
     B, HQ, S, D = q.shape
+    block_s, group, num_warps = settings or SETTINGS[(layout(q), backward)]
     HK = k.shape[1]
     if angles[0] == "table":
         _, cos, sin = angles
@@ -103,15 +114,15 @@ def _launch(q, k, qo, ko, angles, backward: bool) -> None:
     cos_t, sin_t, pos_t, freq_t, cs_sb, cs_ss, pos_sb, pos_ss, scale = args
     rest = D - 2 * half
     copy_rest = rest > 0 and qo.data_ptr() != q.data_ptr()
-    grid = (triton.cdiv(S, BLOCK_S), B)
+    grid = (triton.cdiv(S, block_s), B)
     _rope_kernel[grid](
         q, k, qo, ko, cos_t, sin_t, pos_t, freq_t, S, HQ, HK,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         qo.stride(0), qo.stride(1), qo.stride(2), ko.stride(0), ko.stride(1), ko.stride(2),
         cs_sb, cs_ss, pos_sb, pos_ss, scale,
         HALF=half, HALF_P=triton.next_power_of_2(half), D=D, REST_P=triton.next_power_of_2(max(rest, 1)),
-        BLOCK_S=BLOCK_S, GROUP=GROUP, FROM_POSITIONS=angles[0] == "positions", BACKWARD=backward, COPY_REST=copy_rest,
-        num_warps=NUM_WARPS,
+        BLOCK_S=block_s, GROUP=group, FROM_POSITIONS=angles[0] == "positions", BACKWARD=backward,
+        COPY_REST=copy_rest, num_warps=num_warps,
     )
 
 
