@@ -494,6 +494,39 @@ def _linear_ce_breakdown(h, w, labels, rows: int) -> str:
             + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()))
 
 
+def profile_linear_ce(configs=((512, 1), (512, 2), (8192, 32)), T=8192, H=4096, V=128256) -> list[str]:
+    """GPU time per kernel of one fwd+bwd of ours at each (rows per chunk, vocabulary parts) (torch.profiler)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from oa_kernels.linear_ce import fused_linear_cross_entropy
+
+    h = torch.randn(T, H, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = (torch.randn(V, H, device="cuda", dtype=torch.bfloat16) * H**-0.5).requires_grad_()
+    labels = torch.randint(0, V, (T,), device="cuda")
+    lines = []
+    for chunk, parts in configs:
+        def step(c=chunk, p=parts):
+            h.grad = w.grad = None
+            fused_linear_cross_entropy(h, w, labels, chunk_size=c, vocab_parts=p).backward()
+
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        lines.append(f"linear_ce profile chunk {chunk}, {parts} parts (GPU time per fwd+bwd, mean of 3):")
+        events = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)
+        total = sum(e.device_time_total for e in events) / 3 / 1e3
+        for e in events[:8]:
+            lines.append(f"  {e.device_time_total / 3 / 1e3:8.3f} ms  x{e.count // 3:4d}  {e.key[:110]}")
+        lines.append(f"  {total:8.3f} ms  total")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
 def triton_next_pow2(n: int) -> int:
     return 1 << (max(n, 1) - 1).bit_length()
 
@@ -584,6 +617,7 @@ def main(argv=None) -> int:
     parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated subset of {', '.join(SUITES)}")
     parser.add_argument("--sweep-suites", default="rope,gelu,linear_ce", help="what --sweep covers")
     parser.add_argument("--skip", default="", help="comma-separated providers not to run (e.g. compile)")
+    parser.add_argument("--profile-linear-ce", action="store_true", help="only: GPU time per kernel of ours' linear CE")
     parser.add_argument("--rope-reps", type=int, default=0,
                         help="also time RoPE fwd+bwd of ours and Liger interleaved this many times (medians)")
     args = parser.parse_args(argv)
@@ -593,6 +627,10 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("benchmarks/kernels.py needs a CUDA GPU", file=sys.stderr)
         return 2
+    if args.profile_linear_ce:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "profile.txt").write_text("\n".join(profile_linear_ce()) + "\n")
+        return 0
     if args.sweep:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "sweep.txt").write_text("\n".join(sweep(tuple(args.sweep_suites.split(",")))) + "\n")
