@@ -4,6 +4,7 @@ through accelerate with the same arguments."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -99,3 +100,36 @@ def test_plugin_registers_methods_without_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     methods, heavy = json.loads(out)
     assert {"sft", "pretrain"} <= set(methods) and heavy == []
+
+
+def test_per_epoch_resample_draws_a_new_mix_every_epoch(tmp_path, monkeypatch, tiny_model_dir):
+    """data.per_epoch_resample: epochs 1 and 2 train on fresh, reproducible draws of a 50% sample."""
+    import oa_train.sft.recipe as recipe
+    from oa_core.config import load_config
+
+    seed = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
+    (tmp_path / "train.jsonl").write_text("\n".join(seed.read_text().splitlines()[:16]) + "\n")
+    cfg = load_config(_write(tmp_path, {
+        "method": "sft", "output_dir": str(tmp_path / "out"), "model": {"path": tiny_model_dir, "dtype": "float32"},
+        "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca", "sample_rate": 0.5}],
+        "data": {"chat_template": "chatml", "max_length": 512, "per_epoch_resample": True,
+                 "cache_dir": str(tmp_path / "cache")},
+        "train": {"num_epochs": 3, "per_device_batch_size": 8, "logging_steps": 1},
+    }))
+    drawn = {}
+    real = recipe.default_prepare_data
+
+    def recording(c, tok, epoch=0):
+        train, evaluation = real(c, tok, epoch=epoch)
+        drawn[epoch] = sorted(tuple(r["input_ids"]) for r in train)
+        return train, evaluation
+
+    monkeypatch.setattr(recipe, "default_prepare_data", recording)
+    final = recipe.run_sft(cfg)
+    assert final["step"] == 3 and sorted(drawn) == [0, 1, 2]
+    assert all(len(rows) == 8 for rows in drawn.values())
+    assert len({tuple(rows) for rows in drawn.values()}) == 3  # three different draws
+    from oa_data.tokenizer import load_tokenizer
+
+    again = real(cfg.config, load_tokenizer(cfg.config.tokenizer, cfg.config.model), epoch=1)[0]
+    assert sorted(tuple(r["input_ids"]) for r in again) == drawn[1]  # reproducible

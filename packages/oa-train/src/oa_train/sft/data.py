@@ -10,8 +10,9 @@ from oa_core.errors import OAError
 from oa_train.training.batching import IGNORE
 
 
-def default_prepare_data(cfg, tokenizer):
-    """``(train, eval)`` examples from the oa-data pipeline (``oa_data.pipeline.build_sft_datasets``)."""
+def default_prepare_data(cfg, tokenizer, epoch: int = 0):
+    """``(train, eval)`` examples from the oa-data pipeline (``oa_data.pipeline.build_sft_datasets``);
+    ``epoch`` matters with ``data.per_epoch_resample``."""
     try:
         from oa_data.pipeline import build_sft_datasets
     except ImportError:
@@ -19,7 +20,7 @@ def default_prepare_data(cfg, tokenizer):
             "data pipeline not available: oa_data.pipeline.build_sft_datasets is missing",
             hint="update oa-data, or call run_sft(config, prepare_data=fn) with tokenized examples",
         ) from None
-    return build_sft_datasets(cfg, tokenizer)
+    return build_sft_datasets(cfg, tokenizer, epoch=epoch)
 
 
 def check_examples(examples, split: str, limit: int = 1000) -> None:

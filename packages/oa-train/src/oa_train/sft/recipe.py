@@ -78,8 +78,14 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
     # 3. data (rank 0 first: it fills the tokenized cache the others read); the pipeline may add tokens
     with accelerator.main_process_first():
         train_data, eval_data = (prepare_data or default_prepare_data)(cfg, tokenizer)
-    if main and getattr(getattr(cfg, "data", None), "per_epoch_resample", False):
-        tqdm.write("warning: data.per_epoch_resample: the SFT trainer draws the mix once (epoch 0) and reuses it")
+    resample = prepare_data is None and getattr(getattr(cfg, "data", None), "per_epoch_resample", False)
+
+    def epoch_data(epoch: int):
+        """The rows of ``epoch``: with data.per_epoch_resample a new deterministic draw of the mix (cached)."""
+        if not resample or epoch == 0:
+            return train_data
+        with accelerator.main_process_first():
+            return default_prepare_data(cfg, tokenizer, epoch=epoch)[0]
     if resize_embeddings(model, len(tokenizer)):
         model_manifest["resized_embeddings_to"] = len(tokenizer)
     eval_data = eval_data if eval_data is not None else []
@@ -133,18 +139,22 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
     # 7. the loop (the manifest records a crash or an interrupt)
     try:
         bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.method, disable=not main, dynamic_ncols=True)
-        epoch_cache: dict[int, list] = {}
+        epoch_cache: dict[int, tuple] = {}
         window = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, targets since the last log
         skipped_in_a_row = 0
         model.train()
         for step in range(state["step"], total_steps):
             epoch, offset = divmod(step, steps_per_epoch)
             if epoch not in epoch_cache:
-                epoch_cache = {epoch: micro_batches(
-                    len(train_data), batch_size=tc.per_device_batch_size, num_processes=world,
+                data = epoch_data(epoch)
+                epoch_cache = {epoch: (data, micro_batches(
+                    len(data), batch_size=tc.per_device_batch_size, num_processes=world,
                     rank=accelerator.process_index, epoch=epoch, seed=cfg.seed,
-                )}
-            batches = [collate([train_data[s.index] for s in mb], pad_id) for mb in epoch_cache[epoch][offset * k:(offset + 1) * k]]
+                ))}
+            data, mbs = epoch_cache[epoch]
+            # every epoch has epoch 0's number of steps; a resampled epoch with fewer rows wraps around
+            chosen = [mbs[j % len(mbs)] for j in range(offset * k, min((offset + 1) * k, micro_per_epoch))]
+            batches = [collate([data[s.index] for s in mb], pad_id) for mb in chosen]
             n_targets = global_count(accelerator, sum(num_targets(b) for b in batches))
 
             step_loss_sum, step_correct = _forward_backward(accelerator, model, batches, n_targets)
