@@ -1,0 +1,452 @@
+"""Packed SFT training throughput: oa's SFT recipe vs TRL's SFTTrainer (same model, data, batch, precision).
+
+    python benchmarks/sft_throughput.py --out DIR                 # GPU: Qwen2.5-0.5B-like model, 2048 tokens
+    python benchmarks/sft_throughput.py --tiny --out DIR          # CPU smoke test (tiny model, few steps)
+
+Each variant runs in its own process (the RoPE patch swaps a function process-wide; peak memory starts
+from zero), in this order: ``oa``, ``trl``, ``oa+kernels`` (``model.patches: [kernels.rope,
+kernels.fused_linear_ce]``), then ``oa`` again (``--repeat``) to show the run-to-run spread.
+
+Model: randomly initialised from a local config (``qwen2``: hidden 896, 24 layers, 14 heads / 2 KV heads,
+MLP 4864, tied embeddings -- Qwen2.5-0.5B's shape with the 32000-token llama2-sp vocabulary, plus the
+chatml tokens the pipeline adds), bf16 weights with bf16 autocast, attention ``sdpa``.
+Data: examples/data/oasst/en_100_tree.jsonl (oasst.sft) + alpaca seed tasks, chatml, max_length 2048,
+tokenized by oa-data. oa packs them with its pipeline (``data.packing``); TRL gets the same tokenized,
+unpacked samples (``input_ids`` + ``labels``) and packs them itself (``packing=True``, its default
+``bfd`` strategy, padding-free). A micro-batch of ``--batch`` packed rows is one flattened row in both.
+Same optimizer (torch AdamW, lr 2e-5, cosine, no warm-up, weight decay 0, clip 1.0), no gradient
+checkpointing, ``--steps`` optimizer steps, gradient accumulation 1.
+
+Measured per optimizer step (CUDA synchronised, host clock) from a forward pre-hook on the model (tokens,
+supervised tokens, attention work) and a per-step callback (time); the first ``--warmup`` steps are
+dropped. Throughput is tokens over the summed step time of the measured steps.
+
+MFU = (6 * N * T + A) / (t * 989e12): N = parameters in matrix products (all parameters except the
+input embedding; the tied LM head counted once as a product), T = tokens (all positions, supervised or
+not), A = causal attention products = 12 * layers * heads * head_dim * sum over tokens of (position + 1)
+(QK^T and AV, forward + 2x backward, each query attending its own sample's earlier tokens), t = step time,
+989 TFLOP/s = H100 SXM bf16 dense peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+H100_BF16_PEAK = 989e12
+VARIANTS = ("oa", "trl", "oa+kernels")
+PLUGINS = {"data": "oa_data.plugin", "oasst": "oa_oasst.plugin", "train": "oa_train.plugin",
+           "kernels": "oa_kernels.plugin"}
+
+MODEL_CONFIGS = {
+    # Qwen2.5-0.5B's shape with a 32000-token vocabulary (assets/tokenizers/llama2-sp)
+    "full": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+             "num_key_value_heads": 2},
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2},
+}
+
+
+def model_config(size: str) -> dict:
+    shape = MODEL_CONFIGS[size]
+    return {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
+        "vocab_size": 32000, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True,
+        "max_position_embeddings": 32768, "max_window_layers": shape["num_hidden_layers"], "use_sliding_window": False,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "initializer_range": 0.02, "attention_dropout": 0.0,
+        "use_cache": False, **shape,
+    }
+
+
+# ---------------------------------------------------------------- pure helpers (tested on CPU)
+
+
+def attention_flops(position_sum: float, layers: int, heads: int, head_dim: int) -> float:
+    """Causal attention matrix products of one training step: ``position_sum`` = sum over tokens of (position+1)."""
+    return 12.0 * layers * heads * head_dim * position_sum
+
+
+def matmul_params(total: int, embedding: int, vocab: int, hidden: int, tied: bool) -> int:
+    """Parameters that take part in matrix products: all but the input embedding, the tied LM head counted once."""
+    return total - embedding + (vocab * hidden if tied else 0)
+
+
+def summarize(steps: list[dict], warmup: int, n_params: int, peak_flops: float = H100_BF16_PEAK) -> dict:
+    """Throughput over the steps after ``warmup``; each step has seconds, tokens, supervised, attn_flops."""
+    kept = steps[warmup:]
+    if not kept:
+        raise ValueError(f"no steps after {warmup} warm-up steps (have {len(steps)})")
+    secs = sum(s["seconds"] for s in kept)
+    tokens = sum(s["tokens"] for s in kept)
+    sup = sum(s["supervised"] for s in kept)
+    flops = 6.0 * n_params * tokens + sum(s["attn_flops"] for s in kept)
+    times = sorted(s["seconds"] for s in kept)
+    return {
+        "measured_steps": len(kept), "seconds": secs, "tokens": tokens, "supervised": sup,
+        "tokens_per_s": tokens / secs, "supervised_per_s": sup / secs,
+        "step_ms_mean": 1e3 * secs / len(kept), "step_ms_median": 1e3 * times[len(times) // 2],
+        "tokens_per_step": tokens / len(kept), "tflops_per_s": flops / secs / 1e12, "mfu": flops / secs / peak_flops,
+        "attn_share": sum(s["attn_flops"] for s in kept) / flops,
+    }
+
+
+def check_losses(first: dict[str, float], vocab: int, tol: float = 0.15) -> list[str]:
+    """Step-1 losses of a random-init model: each near ln(vocab), all within ``tol`` of each other."""
+    problems = []
+    ref = math.log(vocab)
+    for name, loss in first.items():
+        if not (math.isfinite(loss) and abs(loss - ref) < 0.5):
+            problems.append(f"{name}: step-1 loss {loss:.4f} is not near ln(V)={ref:.4f}")
+    vals = list(first.values())
+    if vals and max(vals) - min(vals) > tol:
+        problems.append(f"step-1 losses differ by {max(vals) - min(vals):.4f} (> {tol}): {first}")
+    return problems
+
+
+# ---------------------------------------------------------------- plugins without installed entry points
+
+
+def ensure_plugins() -> None:
+    """Register oa's plugins when they run from source (PYTHONPATH) without installed entry points."""
+    from oa_core import plugins
+
+    pm = plugins.get_plugin_manager()
+    import importlib
+
+    for name, module in PLUGINS.items():
+        if name not in pm.providers:
+            pm.register(importlib.import_module(module), name, plugins.Provider(name, module, "source"))
+    plugins.get_registry.cache_clear()
+
+
+# ---------------------------------------------------------------- measurement
+
+
+class Meter:
+    """Counts each forward's tokens (pre-hook) and times each optimizer step (host clock after a sync)."""
+
+    def __init__(self, model, device):
+        import torch
+
+        self.torch, self.device = torch, device
+        cfg = model.config
+        self.heads = cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.layers = cfg.num_hidden_layers
+        self.pending: list = []  # (tokens, supervised tensor or None, position sum tensor) since the last step
+        self.steps: list[dict] = []
+        self.losses: list[float] = []
+        self.t0 = None
+        self.model = model
+        self.handle = model.register_forward_pre_hook(self.hook, with_kwargs=True)
+
+    def params(self) -> dict:
+        """Unique parameters, and those in matrix products (see the module docstring)."""
+        m = self.model
+        total = sum(p.numel() for p in {id(p): p for p in m.parameters()}.values())
+        emb = m.get_input_embeddings().weight
+        head = m.get_output_embeddings()
+        tied = head is not None and head.weight is emb
+        return {"n_params": total, "n_matmul": matmul_params(total, emb.numel(), emb.shape[0], emb.shape[1], tied),
+                "tied": tied}
+
+    def hook(self, module, args, kwargs):
+        if not module.training:
+            return
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        pos = kwargs.get("position_ids")
+        labels = kwargs.get("labels")
+        pos_sum = (pos + 1).sum() if pos is not None else ids.shape[0] * ids.shape[1] * (ids.shape[1] + 1) / 2
+        sup = (labels[:, 1:] != -100).sum() if labels is not None else None
+        self.pending.append((ids.numel(), sup, pos_sum))
+
+    def start(self):
+        self.sync()
+        self.t0 = time.perf_counter()
+
+    def sync(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def step(self, loss: float | None, supervised: int | None = None):
+        self.sync()
+        now = time.perf_counter()
+        toks = sum(p[0] for p in self.pending)
+        if supervised is None:
+            supervised = int(sum(int(p[1]) for p in self.pending if p[1] is not None))
+        pos_sum = float(sum(float(p[2]) for p in self.pending))
+        self.steps.append({"seconds": now - self.t0, "tokens": toks, "supervised": supervised,
+                           "attn_flops": attention_flops(pos_sum, self.layers, self.heads, self.head_dim),
+                           "loss": loss})
+        self.pending = []
+        self.t0 = time.perf_counter()
+
+
+def write_run_config(work: Path, args, variant: str) -> Path:
+    import yaml
+
+    cfg = {
+        "method": "sft", "output_dir": str(work / f"run-{variant.replace('+', '_')}"), "seed": 0,
+        "model": {"path": str(work / "model-config"), "random_init": True, "dtype": args.dtype,
+                  "attn_implementation": args.attn},
+        "tokenizer": {"path": str(ROOT / "assets/tokenizers/llama2-sp")},
+        "datasets": [{"path": str(ROOT / "examples/data/oasst/en_100_tree.jsonl"), "format": "oasst.sft"},
+                     {"path": str(ROOT / "examples/data/alpaca-seed/seed_tasks_alpaca.jsonl"), "format": "alpaca"}],
+        "data": {"chat_template": "chatml", "max_length": args.max_length, "packing": variant != "trl",
+                 "cache_dir": str(work / "oa-cache")},
+        "train": {"max_steps": args.steps, "per_device_batch_size": args.batch, "learning_rate": 2e-5,
+                  "lr_scheduler": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
+                  "save_steps": None, "mixed_precision": args.mixed_precision, "gradient_checkpointing": False},
+    }
+    if variant == "oa+kernels":
+        cfg["model"]["patches"] = ["kernels.rope", "kernels.fused_linear_ce"]
+    path = work / f"{variant.replace('+', '_')}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_oa(args, work: Path, variant: str) -> dict:
+    import torch
+
+    from oa_core.config import load_config
+    from oa_data.pipeline import build_sft_datasets
+    from oa_train.sft import recipe
+
+    loaded = load_config(write_run_config(work, args, variant))
+    box: dict = {}
+    original = recipe._prepare_model
+
+    def prepare_model(cfg, main):  # the recipe's own model preparation, plus the meter on the model
+        model, tokenizer, manifest = original(cfg, main)
+        box["meter"] = Meter(model, torch.device(args.device))
+        box["manifest"] = manifest
+        return model, tokenizer, manifest
+
+    def prepare_data(cfg, tokenizer):
+        train, _ = build_sft_datasets(cfg, tokenizer)
+        box["rows"] = len(train)
+        box["vocab"] = len(tokenizer)
+        box["meter"].start()  # the first step's time also holds the optimizer set-up: it is a warm-up step
+        return train, None
+
+    def callback(step, record):
+        box["meter"].step(record.get("loss"), supervised=record.get("tokens"))
+
+    recipe._prepare_model = prepare_model
+    try:
+        recipe.run_sft(loaded, prepare_data=prepare_data, callbacks=[callback])
+    finally:
+        recipe._prepare_model = original
+    meter = box["meter"]
+    meter.handle.remove()
+    return {**meter.params(), "steps": meter.steps, "rows": box["rows"], "vocab": box["vocab"],
+            "patches": box["manifest"].get("patches")}
+
+
+def run_trl(args, work: Path) -> dict:
+    import torch
+    import trl
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import set_seed
+
+    from oa_core.config import load_config
+    from oa_data.pipeline import build_sft_datasets
+    from oa_train.model import prepare_model
+    from oa_train.model.tokens import resize_embeddings
+
+    loaded = load_config(write_run_config(work, args, "trl"))
+    cfg = loaded.config
+    set_seed(cfg.seed)  # as run_sft does before building the model: the same initial weights
+    model, tokenizer, _ = prepare_model(cfg, show_table=False)
+    train, _ = build_sft_datasets(cfg, tokenizer)  # the same samples, unpacked (TRL packs them)
+    resize_embeddings(model, len(tokenizer))
+    train = train.select_columns(["input_ids", "labels"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    meter = Meter(model, torch.device(args.device))
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, a, state, control, **kw):
+            meter.start()
+
+        def on_step_end(self, a, state, control, **kw):
+            meter.step(None)
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "loss" in logs and meter.steps:
+                meter.steps[-1]["loss"] = float(logs["loss"])
+
+    kwargs = dict(
+        output_dir=str(work / "run-trl"), max_steps=args.steps, per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1, learning_rate=2e-5, lr_scheduler_type="cosine", warmup_steps=0,
+        weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", logging_steps=1, save_strategy="no",
+        report_to="none", seed=cfg.seed, gradient_checkpointing=False, max_length=args.max_length, packing=True,
+        dataloader_num_workers=0, bf16=args.mixed_precision == "bf16", use_cpu=args.device == "cpu",
+        disable_tqdm=True,
+    )
+    sft_config = trl.SFTConfig(**kwargs)
+    trainer = trl.SFTTrainer(model=model, args=sft_config, train_dataset=train, processing_class=tokenizer,
+                             callbacks=[Timer()])
+    rows = len(trainer.train_dataset)
+    trainer.train()
+    meter.handle.remove()
+    return {**meter.params(), "steps": meter.steps, "rows": rows, "vocab": len(tokenizer),
+            "packing_strategy": getattr(sft_config, "packing_strategy", None)}
+
+
+def one_variant(args) -> None:
+    import torch
+
+    ensure_plugins()
+    work = Path(args.out)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    res = run_trl(args, work) if args.variant == "trl" else run_oa(args, work, args.variant)
+    res["wall_s"] = time.perf_counter() - t0
+    if args.device == "cuda":
+        res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        res["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    Path(args.result).write_text(json.dumps(res, default=str))
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "accelerate", "datasets", "triton"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def driver(args) -> int:
+    work = Path(args.out).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "model-config").mkdir(exist_ok=True)
+    (work / "model-config" / "config.json").write_text(json.dumps(model_config("tiny" if args.tiny else "full"), indent=1))
+    order = [v for v in args.variants.split(",") if v]
+    if args.repeat and "oa" in order:
+        order.append("oa")
+    results, seen = [], {}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for variant in order:
+        seen[variant] = seen.get(variant, 0) + 1
+        label = variant if seen[variant] == 1 else f"{variant} (again)"
+        result = work / f"result-{len(results)}.json"
+        cmd = [sys.executable, __file__, "--variant", variant, "--result", str(result), "--out", str(work),
+               "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
+               "--device", args.device, "--dtype", args.dtype, "--mixed-precision", args.mixed_precision,
+               "--attn", args.attn]
+        print(f"== {label}: {' '.join(cmd[2:])}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env)
+        if proc.returncode != 0 or not result.exists():
+            print(f"!! {label} failed (exit {proc.returncode})", flush=True)
+            results.append({"variant": label, "failed": proc.returncode})
+            continue
+        res = json.loads(result.read_text())
+        res["variant"] = label
+        res["summary"] = summarize(res["steps"], args.warmup, res["n_matmul"],
+                                   H100_BF16_PEAK if args.device == "cuda" else float("nan"))
+        print(f"   {label}: {time.perf_counter() - t0:.0f} s, {res['summary']['tokens_per_s']:.0f} tokens/s", flush=True)
+        results.append(res)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions(), "args": vars(args),
+              "model_config": model_config("tiny" if args.tiny else "full"), "device": device_name(args.device),
+              "results": results}
+    ok = [r for r in results if "summary" in r]
+    first = {r["variant"]: r["steps"][0]["loss"] for r in ok if r["steps"] and r["steps"][0]["loss"] is not None}
+    report["loss_check"] = check_losses(first, ok[0]["vocab"]) if ok else ["no variant ran"]
+    (work / "sft_throughput.json").write_text(json.dumps(report, indent=1, default=str))
+    table = render(report)
+    (work / "sft_throughput.md").write_text(table + "\n")
+    print(table)
+    return 0 if len(ok) == len(results) and not report["loss_check"] else 1
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"cpu, torch {torch.__version__}"
+
+
+def render(report: dict) -> str:
+    lines = [f"{report['date']}; {report['device']}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+             "", "| variant | rows | tokens/step | step ms (mean / median) | tokens/s | supervised tokens/s | "
+             "peak GiB (alloc / reserved) | TFLOP/s | MFU | loss step 1 / last |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    ok = [r for r in report["results"] if "summary" in r]
+    for r in report["results"]:
+        if "summary" not in r:
+            lines.append(f"| {r['variant']} | failed (exit {r['failed']}) |")
+            continue
+        s = r["summary"]
+        peak = f"{r['peak_gib']:.2f} / {r['peak_reserved_gib']:.2f}" if "peak_gib" in r else "n/a"
+        losses = [x["loss"] for x in r["steps"] if x["loss"] is not None]
+        loss = f"{losses[0]:.3f} / {losses[-1]:.3f}" if losses else "n/a"
+        lines.append(f"| {r['variant']} | {r['rows']} | {s['tokens_per_step']:.0f} | {s['step_ms_mean']:.1f} / "
+                     f"{s['step_ms_median']:.1f} | {s['tokens_per_s']:.0f} | {s['supervised_per_s']:.0f} | {peak} | "
+                     f"{s['tflops_per_s']:.1f} | {100 * s['mfu']:.1f}% | {loss} |")
+    trl_run = next((r for r in ok if r["variant"] == "trl"), None)
+    if trl_run:
+        lines.append("")
+        for r in ok:
+            if r is trl_run:
+                continue
+            a, b = r["summary"], trl_run["summary"]
+            mem = f", peak memory {r['peak_gib'] / trl_run['peak_gib']:.2f}x" if "peak_gib" in r else ""
+            lines.append(f"- {r['variant']} / trl: tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, supervised "
+                         f"tokens/s {a['supervised_per_s'] / b['supervised_per_s']:.2f}x{mem}")
+    n = ok[0]["n_matmul"] if ok else 0
+    lines.append(f"- N (matmul parameters) = {n / 1e6:.1f} M of {ok[0]['n_params'] / 1e6:.1f} M" if ok else "")
+    lines.append("- step-1 loss check: " + ("; ".join(report["loss_check"]) or "ok (all near ln V and within 0.15)"))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/bench-sft")
+    p.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny model, short rows, few steps")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--repeat", action="store_true", help="run oa once more at the end (run-to-run spread)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None, help="steps dropped from the averages")
+    p.add_argument("--batch", type=int, default=4, help="packed rows per micro-batch")
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--mixed-precision", default=None)
+    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    tiny = args.tiny
+    args.steps = args.steps or (6 if tiny else 60)
+    args.warmup = args.warmup if args.warmup is not None else (2 if tiny else 10)
+    args.max_length = args.max_length or (256 if tiny else 2048)
+    args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
+    args.mixed_precision = args.mixed_precision or ("no" if args.device == "cpu" else "bf16")
+    if args.variant:
+        one_variant(args)
+        return 0
+    return driver(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""CPU-side arithmetic of benchmarks/sft_throughput.py (MFU formula, warm-up handling, loss sanity check)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "sft_throughput.py"
+spec = importlib.util.spec_from_file_location("sft_throughput", PATH)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_attention_flops_counts_causal_products():
+    # one sample of 4 tokens, 1 layer, 1 head of dim 1: QK^T and AV each 2*(p+1) per query, x3 for training
+    positions = sum(p + 1 for p in range(4))
+    assert bench.attention_flops(positions, layers=1, heads=1, head_dim=1) == 3 * 2 * 2 * positions
+    assert bench.attention_flops(10, layers=24, heads=14, head_dim=64) == 12 * 24 * 14 * 64 * 10
+
+
+def test_matmul_params_tied_head_counted_once():
+    assert bench.matmul_params(1000, 300, 30, 10, tied=True) == 1000
+    assert bench.matmul_params(1300, 300, 30, 10, tied=False) == 1000
+
+
+def test_summarize_drops_warmup_and_computes_mfu():
+    steps = [{"seconds": 9.0, "tokens": 100, "supervised": 50, "attn_flops": 0.0}] + [
+        {"seconds": 1.0, "tokens": 100, "supervised": 60, "attn_flops": 400.0} for _ in range(3)]
+    s = bench.summarize(steps, warmup=1, n_params=2, peak_flops=1000.0)
+    assert s["measured_steps"] == 3 and s["tokens_per_s"] == 100 and s["supervised_per_s"] == 60
+    assert s["step_ms_mean"] == 1000 and s["mfu"] == pytest.approx((6 * 2 * 100 + 400) / 1000)
+    with pytest.raises(ValueError):
+        bench.summarize(steps, warmup=4, n_params=2)
+
+
+def test_check_losses():
+    v = 32002
+    assert bench.check_losses({"oa": math.log(v), "trl": math.log(v) + 0.01}, v) == []
+    assert bench.check_losses({"oa": math.log(v), "trl": math.log(v) + 0.3}, v)
+    assert bench.check_losses({"oa": float("nan")}, v)
+
+
+def test_model_config_is_qwen_05b_shape():
+    cfg = bench.model_config("full")
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]) == (896, 24, 32000)
