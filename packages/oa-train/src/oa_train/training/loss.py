@@ -28,8 +28,20 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return F.cross_entropy(picked, wanted, reduction="none"), picked.argmax(-1) == wanted
 
 
-def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed token loss of a micro-batch and the number of correct argmax predictions."""
+def uses_fused_loss(model) -> bool:
+    """Whether the ``kernels.fused_linear_ce`` patch computes the loss inside the model's forward."""
+    return hasattr(getattr(model, "module", model), "_oa_unfused_forward")
+
+
+def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """Summed token loss of a micro-batch and the number of correct argmax predictions.
+
+    With the fused linear+CE patch the model returns the summed loss without ever building the logits, so
+    there is no argmax: the count is NaN (accuracy is then not reported)."""
+    if uses_fused_loss(model):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        out = model(**inputs, labels=batch["labels"], num_items_in_batch=1, use_cache=False)
+        return out.loss.float(), float("nan")
     losses, correct = token_losses(forward_logits(model, batch), batch["labels"])
     return losses.sum(), int(correct.sum())
 
