@@ -57,7 +57,7 @@ def generation_metrics(accelerator, model, tokenizer, examples, *, num_samples: 
     net = accelerator.unwrap_model(model)
     was_training = net.training
     net.eval()
-    preds, refs, prompts = [], [], []
+    preds, refs, prompts, raw = [], [], [], []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for i in range(min(num_samples, len(examples))):
         prompt, answer = prompt_and_answer(examples[i])
@@ -69,8 +69,9 @@ def generation_metrics(accelerator, model, tokenizer, examples, *, num_samples: 
             do_sample=False, pad_token_id=pad_id,
         )
         prompts.append(tokenizer.decode(prompt, skip_special_tokens=True).strip())
+        raw.append(tokenizer.decode(out[0, len(prompt):]))  # special tokens kept: an early end of turn shows
         preds.append(tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip())
         refs.append(tokenizer.decode(answer, skip_special_tokens=True).strip())
     net.train(was_training)
-    samples = [{"prompt": p, "prediction": x, "reference": r} for p, x, r in zip(prompts, preds, refs, strict=True)]
+    samples = [{"prompt": p, "prediction": x, "reference": r} for p, x, r in zip(prompts, raw, refs, strict=True)]
     return {f"eval_{k}": v for k, v in text_metrics(preds, refs).items()}, samples
