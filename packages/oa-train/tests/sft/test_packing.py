@@ -65,3 +65,42 @@ def test_micro_batches_cover_each_example_once_per_epoch_across_ranks():
 def test_first_token_of_each_packed_sample_is_no_target():
     row = {"input_ids": [5, 6, 7, 8, 9], "labels": [5, 6, 7, 8, 9], "position_ids": [0, 1, 2, 0, 1]}
     assert collate([row])["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, 9]]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_pose_rows_match_samples_run_alone(qa_data, tiny_llama_config, attn):
+    """PoSE positions jump inside a sample; transformers would take each jump as a new sample, so the
+    collated row carries an explicit block-diagonal causal mask. Each sample alone (full causal attention,
+    same positions) must give the same per-token losses."""
+    import random
+
+    from oa_data.pose import pose_position_ids
+
+    model = _model(tiny_llama_config, attn)
+    rng = random.Random(0)
+    rows = [dict(r, position_ids=pose_position_ids(r["input_ids"], 200, num_chunks=3, rng=rng)) for r in qa_data[0][:3]]
+    assert all(any(b - a > 1 for a, b in zip(r["position_ids"], r["position_ids"][1:], strict=False)) for r in rows)
+    alone = []
+    for r in rows:
+        one = collate([r])
+        plain = {"input_ids": one["input_ids"], "position_ids": one["position_ids"],
+                 "attention_mask": torch.ones_like(one["input_ids"]), "labels": one["labels"]}
+        alone.append(token_losses(forward_logits(model, plain), plain["labels"])[0])
+    batch = collate(rows)
+    assert batch["attention_mask"].shape == (1, 1, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
+    packed = token_losses(forward_logits(model, batch), batch["labels"])[0]
+    torch.testing.assert_close(packed, torch.cat(alone), rtol=1e-5, atol=1e-5)
+
+    # control: without the mask transformers splits every sample at its position jumps
+    split = {k: v for k, v in batch.items() if k != "attention_mask"}
+    assert not torch.allclose(token_losses(forward_logits(model, split), split["labels"])[0], packed, atol=1e-3)
+
+
+def test_pose_rows_refuse_attention_that_reads_only_positions(qa_data, tiny_llama_config):
+    from oa_core.errors import OAError
+
+    model = _model(tiny_llama_config, "sdpa")
+    model.config._attn_implementation = "flash_attention_2"
+    row = dict(qa_data[0][0], position_ids=[0, 1, 5, 6] + list(range(7, 3 + len(qa_data[0][0]["input_ids"]))))
+    with pytest.raises(OAError, match="PoSE position ids need sdpa or eager"):
+        forward_logits(model, collate([row]))

@@ -10,7 +10,10 @@ Collation: unpacked examples are right-padded to the longest in the micro-batch 
 attention mask). If any example carries ``position_ids`` (packed rows), the micro-batch is flattened
 into ONE row with the position ids restarting at every sample and no attention mask: transformers then
 builds a block-diagonal causal mask (sdpa/eager/flex) or uses varlen kernels (flash attention), so
-attention never crosses sample boundaries. Position ids must restart at 0 and increase by 1 in a sample.
+attention never crosses sample boundaries. transformers takes every position jump as a new sample, so rows
+whose positions skip inside a sample (PoSE) also get an explicit boolean block-diagonal causal mask
+``(1, 1, S, S)`` (samples start where the position is 0); ``loss.forward_logits`` adapts it to the
+attention implementation.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ def collate(examples: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
             labels += lab
             pos += p
         as_row = lambda x: torch.tensor([x], dtype=torch.long)  # noqa: E731
-        return {"input_ids": as_row(ids), "labels": as_row(labels), "position_ids": as_row(pos)}
+        out = {"input_ids": as_row(ids), "labels": as_row(labels), "position_ids": as_row(pos)}
+        if any(q != 0 and q != prev + 1 for prev, q in zip(pos, pos[1:], strict=False)):
+            out["attention_mask"] = block_causal_mask(out["position_ids"][0])
+        return out
     width = max(len(ex["input_ids"]) for ex in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -74,6 +80,14 @@ def collate(examples: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
         labels[i, :k] = torch.as_tensor(ex["labels"])
         mask[i, :k] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def block_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(1, 1, S, S)`` mask: token i attends to j <= i of the same sample (a sample starts at
+    position 0), whatever the positions do inside a sample."""
+    seq = torch.cumsum(position_ids == 0, 0)
+    same = seq[:, None] == seq[None, :]
+    return (same & torch.ones_like(same).tril())[None, None]
 
 
 def num_targets(batch: dict[str, torch.Tensor]) -> int:

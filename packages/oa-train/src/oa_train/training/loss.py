@@ -11,12 +11,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from oa_core.errors import OAError
 from oa_train.training.batching import IGNORE
 
 
-def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def model_inputs(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch without labels; a 4D boolean mask (PoSE rows) becomes what the attention implementation
+    takes: kept for sdpa, additive float for eager, refused for kernels that only read position ids."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    return model(**inputs, use_cache=False).logits
+    mask = inputs.get("attention_mask")
+    if mask is not None and mask.dim() == 4:
+        config = getattr(getattr(model, "module", model), "config", None)
+        impl = getattr(config, "_attn_implementation", None) or "eager"
+        if impl == "eager":
+            dtype = next(getattr(model, "module", model).parameters()).dtype
+            inputs["attention_mask"] = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(dtype).min)
+        elif impl != "sdpa":
+            raise OAError(f"model.attn_implementation: PoSE position ids need sdpa or eager attention, not {impl}",
+                          hint="set model.attn_implementation: sdpa, or drop data.pose")
+    return inputs
+
+
+def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**model_inputs(model, batch), use_cache=False).logits
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,8 +57,7 @@ def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float
     With the fused linear+CE patch the model returns the summed loss without ever building the logits, so
     there is no argmax: the count is NaN (accuracy is then not reported)."""
     if uses_fused_loss(model):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        out = model(**inputs, labels=batch["labels"], num_items_in_batch=1, use_cache=False)
+        out = model(**model_inputs(model, batch), labels=batch["labels"], num_items_in_batch=1, use_cache=False)
         return out.loss.float(), float("nan")
     losses, correct = token_losses(forward_logits(model, batch), batch["labels"])
     return losses.sum(), int(correct.sum())
