@@ -137,3 +137,24 @@ def test_unsupported_lm_head_is_refused():
     cfg = tf.Gemma2Config(**SMALL, num_key_value_heads=1, head_dim=8)
     with pytest.raises(OAError, match="final_logit_softcapping"):
         patches.apply_fused_linear_ce(tf.Gemma2ForCausalLM(cfg))
+
+
+def test_fused_ce_config_options_reach_the_kernel(device, monkeypatch):
+    """`kernels.linear_ce_vocab_parts` / `linear_ce_chunk_size` are passed to every loss call."""
+    import oa_kernels.patches as p
+
+    seen = []
+    real = p.fused_linear_cross_entropy
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("vocab_parts", "chunk_size")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(p, "fused_linear_cross_entropy", spy)
+    torch.manual_seed(0)
+    model = _model("llama").to(device).eval()
+    patched = copy.deepcopy(model)
+    patches.apply_fused_linear_ce(patched, linear_ce_vocab_parts=2, linear_ce_chunk_size=4)
+    ids = torch.randint(0, 96, (2, 7), device=device)
+    assert torch.allclose(patched(input_ids=ids, labels=ids).loss, model(input_ids=ids, labels=ids).loss, atol=1e-5)
+    assert seen[-1] == {"vocab_parts": 2, "chunk_size": 4}

@@ -225,7 +225,8 @@ def _fused_ce_forward(self, input_ids=None, labels=None, shift_labels=None, num_
         shift_labels = F.pad(labels, (0, 1), value=-100)[..., 1:]
     hidden = out.last_hidden_state
     reduction = "sum" if num_items_in_batch is not None else "mean"
-    loss = fused_linear_cross_entropy(hidden, head.weight, shift_labels.to(hidden.device), reduction=reduction)
+    opts = getattr(self, "_oa_linear_ce_options", {})
+    loss = fused_linear_cross_entropy(hidden, head.weight, shift_labels.to(hidden.device), reduction=reduction, **opts)
     if num_items_in_batch is not None:
         loss = loss / num_items_in_batch
     return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=getattr(out, "past_key_values", None),
@@ -248,6 +249,8 @@ def apply_fused_linear_ce(model, **options) -> str:
 
     if not run_self_test("fused_linear_ce", settings, test_device(model), check):
         return _finish("fused_linear_ce", "not applied")
+    model._oa_linear_ce_options = {"vocab_parts": settings.linear_ce_vocab_parts,
+                                   "chunk_size": settings.linear_ce_chunk_size}
     if not hasattr(model, "_oa_unfused_forward"):
         model._oa_unfused_forward = model.forward
         model.forward = types.MethodType(_fused_ce_forward, model)

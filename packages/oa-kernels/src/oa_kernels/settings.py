@@ -19,6 +19,11 @@ class KernelsSettings(BaseModel):
     geglu: bool = Field(True, description="GeGLU MLPs gelu(gate)*up (kernels.geglu)")
     rope: bool = Field(True, description="rotary embeddings of q and k (kernels.rope)")
     fused_linear_ce: bool = Field(True, description="LM head + cross-entropy without full logits (kernels.fused_linear_ce)")
+    linear_ce_vocab_parts: int | None = Field(
+        None, ge=1, description="fused linear CE: hold 1/N of a chunk's vocabulary at a time (2: Liger's memory, "
+        "a little slower; default: fastest chunking)",
+    )
+    linear_ce_chunk_size: int | None = Field(None, ge=1, description="fused linear CE: rows per chunk (default: auto)")
     self_test: bool = Field(True, description="check each kernel against its reference on the model's shapes first")
     on_failure: Literal["fallback", "error"] = Field(
         "fallback", description="a failed self-test: keep the model's own code (fallback) or stop (error)"
