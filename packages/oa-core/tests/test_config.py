@@ -156,3 +156,28 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.read_text() == "x" and (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_atomic_dir_appears_whole_or_not_at_all(tmp_path):
+    import pytest as _pytest
+
+    from oa_core.io import atomic_dir, atomic_open
+
+    target = tmp_path / "out"
+    with _pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    with atomic_dir(target) as tmp:  # overwrite: the new folder replaces the old one
+        (tmp / "b.txt").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    with atomic_dir(target, overwrite=False) as tmp:  # keep: another writer finished first
+        (tmp / "c.txt").write_text("three")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    with _pytest.raises(RuntimeError), atomic_open(tmp_path / "f.jsonl") as f:
+        f.write("partial\n")
+        raise RuntimeError("interrupted stream")
+    assert not (tmp_path / "f.jsonl").exists()

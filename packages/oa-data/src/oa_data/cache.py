@@ -12,14 +12,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from oa_core.errors import OAError
+from oa_core.io import atomic_dir
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the tokenized layout changes
@@ -80,17 +79,8 @@ def cached(key: str, build_fn: Callable[[], Any], cache_dir: str | os.PathLike =
         built = build_fn()
         if not isinstance(built, datasets.Dataset | datasets.DatasetDict):
             raise TypeError(f"build_fn must return a datasets.Dataset, got {type(built).__name__}")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-        try:
-            with _quiet(datasets):
-                built.save_to_disk(str(tmp))
-            os.replace(tmp, final)
-        except OSError:
-            if not final.exists():  # a real failure, not a concurrent writer that finished first
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(final, overwrite=False) as tmp, _quiet(datasets):
+            built.save_to_disk(str(tmp))
     try:
         return datasets.load_from_disk(str(final))
     except Exception as e:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from oa_core.errors import OAError
+from oa_core.io import atomic_open
 from oa_oasst.formats import iter_records
 from oa_oasst.options import FilterOptions
 from oa_oasst.summary import Summary
@@ -24,22 +23,6 @@ def export(src: str, dst: str, kind: str, options: FilterOptions, progress: bool
 
 
 def _write(src: str, out: Path, kind: str, options: FilterOptions, summary: Summary, progress: bool) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in iter_records(src, kind, options, summary, progress):
-                f.write(json.dumps(record.model_dump(mode="json", exclude_none=True), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_open(out) as f:
+        for record in iter_records(src, kind, options, summary, progress):
+            f.write(json.dumps(record.model_dump(mode="json", exclude_none=True), ensure_ascii=False) + "\n")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 from oa_core.errors import OAError
+from oa_core.io import atomic_dir
 from oa_train.model.settings import PeftSettings
 
 
@@ -190,31 +188,9 @@ def load_adapter(model, path: str, *, trainable: bool = True, key: str = "model.
         ) from None
 
 
-@contextmanager
-def _atomic_dir(out_dir: str | os.PathLike):
-    """Yield a temporary folder that replaces ``out_dir`` when the block succeeds."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-    try:
-        yield tmp
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_adapter(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     """Save the adapter (with new-token rows) and the tokenizer into ``out_dir`` atomically."""
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         # new-token rows travel as trainable tokens; whole embedding matrices only through modules_to_save
         model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
         if tokenizer is not None:
@@ -238,7 +214,7 @@ def merge_and_save(model, tokenizer, out_dir: str | os.PathLike) -> Path:
                 hint="save the adapter instead",
             )
         model = model.merge_and_unload()
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
