@@ -208,6 +208,8 @@ def prepare_split(cfg: Any, tokenizer: Any, split: str = "train", *, epoch: int 
     key = cache_key(cfg, specs, tokenizer, template_text(template), split, epoch) if use_cache else None
     meta_name = "oa_report.json"
 
+    built: list[SplitReport] = []  # the report, when this call builds the split
+
     def build():
         sources = load_sources(specs, settings, progress=progress)
         records, mix_report = mix(sources, cfg.seed, epoch, settings.per_epoch_resample)
@@ -219,20 +221,19 @@ def prepare_split(cfg: Any, tokenizer: Any, split: str = "train", *, epoch: int 
         rows = to_rows(examples, settings, report)
         ds = datasets.Dataset.from_list(rows)
         ds.info.description = json.dumps({meta_name: report.lines()})
-        build.report = report
+        built.append(report)
         return ds
 
-    build.report = None
     if key is None:
-        ds = build()
-        return PreparedSplit(ds, build.report)
+        return PreparedSplit(build(), built[0])
     from oa_data.cache import cached
 
     ds = cached(key, build, settings.cache_dir)
-    report = build.report
-    if report is None:  # cache hit: keep the lines of the report that built it
-        report = CachedReport(split, json.loads(ds.info.description or "{}").get(meta_name, []))
-    return PreparedSplit(ds, report, key, from_cache=build.report is None)
+    if built:
+        return PreparedSplit(ds, built[0], key)
+    # cache hit: keep the lines of the report that built it
+    report = CachedReport(split, json.loads(ds.info.description or "{}").get(meta_name, []))
+    return PreparedSplit(ds, report, key, from_cache=True)
 
 
 def _any_chat(specs: list[DatasetSpec]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from oa_core.errors import OAError
+from oa_data.cli import set_option
 
 
 def add_commands(cli: click.Group) -> None:
@@ -13,7 +14,7 @@ def add_commands(cli: click.Group) -> None:
 
 @click.command("train")
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value (repeatable).")
+@set_option
 @click.option("--resume", metavar="PATH|auto", help="Resume from a checkpoint folder, or the latest one (auto).")
 @click.option("--num-processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (GPUs) to train on, started with accelerate launch.")
