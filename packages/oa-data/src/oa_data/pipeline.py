@@ -204,7 +204,7 @@ def prepare_split(cfg: Any, tokenizer: Any, split: str = "train", *, epoch: int 
     specs = list(cfg.datasets if split == "train" else cfg.eval_datasets)
     if not specs:
         return None
-    template, _ = prepare_tokenizer_and_template(cfg, tokenizer) if _any_chat(specs) else (None, None)
+    template = prepare_split_tokenizer(cfg, tokenizer, specs).template
     key = cache_key(cfg, specs, tokenizer, template_text(template), split, epoch) if use_cache else None
     meta_name = "oa_report.json"
 
@@ -234,6 +234,22 @@ def prepare_split(cfg: Any, tokenizer: Any, split: str = "train", *, epoch: int 
     # cache hit: keep the lines of the report that built it
     report = CachedReport(split, json.loads(ds.info.description or "{}").get(meta_name, []))
     return PreparedSplit(ds, report, key, from_cache=True)
+
+
+@dataclass
+class SplitTokenizer:
+    template: Any  # None when every source is plain text
+    added: list[str]
+
+
+def prepare_split_tokenizer(cfg: Any, tokenizer: Any, specs: list[DatasetSpec] | None = None) -> SplitTokenizer:
+    """Prepare ``tokenizer`` for the chat sources of ``specs`` (default: ``cfg.datasets``), idempotently;
+    plain-text data needs no template. Returns the template and the tokens added now."""
+    specs = list(cfg.datasets) if specs is None else specs
+    if not _any_chat(specs):
+        return SplitTokenizer(None, [])
+    template, changes = prepare_tokenizer_and_template(cfg, tokenizer)
+    return SplitTokenizer(template, list(changes.added))
 
 
 def _any_chat(specs: list[DatasetSpec]) -> bool:

@@ -151,3 +151,27 @@ def test_saved_adapter_cannot_get_new_tokens(config, registry, tmp_path):
         OAError, match=r"^new_tokens: a saved adapter \(model\.adapter_path\) cannot get new tokens"
     ):
         prepare_model(cfg, registry, show_table=False)
+
+
+def test_template_tokens_exist_before_lora_and_train_with_the_adapter(tmp_path, model_dirs, tokenizer_path):
+    """The chat template's special tokens are added before PEFT: their rows are adapter-trainable."""
+    from pathlib import Path
+
+    rows = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
+    doc = {
+        "method": "sft", "model": {"path": model_dirs["llama_tied"], "dtype": "float32"},
+        "tokenizer": {"path": tokenizer_path}, "datasets": [{"path": str(rows), "format": "alpaca"}],
+        "data": {"chat_template": "chatml"}, "peft": {"method": "lora", "r": 4, "target_modules": ["q_proj"]},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    model, tokenizer, _ = prepare_model(load_config(path).config, show_table=False)
+    ids = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assert min(ids) >= 32000 and model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("trainable_tokens" in n for n in trainable), trainable
+    embed = model.get_input_embeddings()
+    out = embed(torch.tensor([ids]))
+    out.sum().backward()
+    grads = [p.grad for n, p in model.named_parameters() if "trainable_tokens" in n and p.grad is not None]
+    assert grads and all(torch.count_nonzero(g) > 0 for g in grads)

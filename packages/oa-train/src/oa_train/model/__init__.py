@@ -69,14 +69,15 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
     ):
         tok_settings = tok_settings.model_copy(update={"path": adapter})  # it holds the adapter's new tokens
     tokenizer = load_tokenizer(tok_settings, settings)
+    data_ids = data_token_ids(run_config, tokenizer)
     quantization = qlora_quantization(peft) if peft.method == "qlora" else None
     model = load_model(settings, num_labels=num_labels, quantization=quantization)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    resize_embeddings(model, len(tokenizer))
+    resized = resize_embeddings(model, len(tokenizer))
     vocab = len(tokenizer)
     new_ids = add_new_tokens(model, tokenizer, getattr(run_config, "new_tokens", None))
-    if adapter and len(tokenizer) > vocab:
+    if adapter and (len(tokenizer) > vocab or data_ids):
         raise OAError(
             "new_tokens: a saved adapter (model.adapter_path) cannot get new tokens, their rows would not train",
             hint="list only tokens the adapter already has, or train a new adapter",
@@ -85,7 +86,7 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
     if adapter:
         model = load_adapter(model, adapter, trainable=True)
     elif peft.method != "none":
-        model = apply_peft(model, peft, tokenizer=tokenizer, new_token_ids=new_ids)
+        model = apply_peft(model, peft, tokenizer=tokenizer, new_token_ids=[*data_ids, *new_ids])
     else:
         apply_freeze(model, freeze)
     report = trainable_report(model)
@@ -102,7 +103,20 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
         else {},
         "trainable": report.to_dict(),
     }
+    if resized or len(tokenizer) > vocab:
+        manifest["resized_embeddings_to"] = len(tokenizer)
     return model, tokenizer, manifest
+
+
+def data_token_ids(run_config, tokenizer) -> list[int]:
+    """Add the tokens the data pipeline needs (chat-template specials, ``data.add_special_tokens``, a pad
+    distinct from eos) before the model is built, so their rows exist before PEFT and train (and are saved)
+    with an adapter. Returns their ids."""
+    if not getattr(run_config, "datasets", None):
+        return []
+    from oa_data.pipeline import prepare_split_tokenizer
+
+    return [tokenizer.convert_tokens_to_ids(t) for t in prepare_split_tokenizer(run_config, tokenizer).added]
 
 
 def patch_options(run_config) -> dict[str, dict]:
