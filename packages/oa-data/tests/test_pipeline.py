@@ -143,3 +143,12 @@ def test_cross_check_sampling_is_spread_and_counted():
     assert all(cross_checked(k, 0.0) for k in range(64)) and not any(cross_checked(k, 0.0) for k in range(64, 500))
     assert sum(cross_checked(k, 0.1) for k in range(64, 1064)) == 100
     assert all(cross_checked(k, 1.0) for k in range(1000))
+
+
+def test_unknown_template_name_names_the_config_key(tmp_path, tokenizer):
+    from oa_core.errors import OAError
+
+    cfg = load_config(write_config(tmp_path, [conversation(0)], chat_template="chatmll")).config
+    with pytest.raises(OAError) as e:
+        prepare_split(cfg, copy.deepcopy(tokenizer), use_cache=False, progress=False)
+    assert str(e.value).startswith("data.chat_template: unknown chat template 'chatmll' (did you mean 'chatml'?)")

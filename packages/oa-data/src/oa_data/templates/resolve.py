@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from oa_core.errors import OAError
 from oa_data.templates.base import ChatTemplate, TemplateError
 
 _PROBE = ("\ue010", "\ue011", "\ue012")  # private-use characters: never part of a template's own text
@@ -88,7 +89,10 @@ def resolve_template(settings: Any, tokenizer: Any, registry: Any = None) -> Cha
             from oa_core.plugins import get_registry
 
             registry = get_registry()
-        template = registry.get("chat_template", settings.chat_template)
+        try:
+            template = registry.get("chat_template", settings.chat_template)
+        except OAError as e:
+            raise TemplateError(f"data.chat_template: {e.message}", hint=e.hint or "see `oa plugins list --kind chat_template`") from None
         if eot:
             template = dataclasses.replace(template, end_of_turn=eot)
     else:
