@@ -31,6 +31,7 @@ class Row:
     bytes: int = 0
     peak_mib: float | None = None
     error: float | None = None
+    grad_error: float | None = None  # max rel. error of the gradients against float32 (linear+CE)
     note: str = ""
 
     def fraction(self, copy_bytes_per_ms: float) -> float | None:
@@ -67,8 +68,9 @@ def render_markdown(report: Report) -> str:
         f"Device: {report.device}; date: {report.date}; measured copy bandwidth {report.copy_gbps:.0f} GB/s "
         "(device-to-device copy, bytes read + written).",
         "",
-        "| case | provider | ms | fraction of copy bandwidth | ours' speed-up | peak MiB | max rel. error vs eager | note |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| case | provider | ms | fraction of copy bandwidth | ours' speed-up | peak MiB | max rel. error vs eager "
+        "| gradients' max rel. error vs float32 | note |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in report.rows:
         frac = r.fraction(copy_bytes_per_ms)
@@ -80,6 +82,7 @@ def render_markdown(report: Report) -> str:
             f"{up:.2f}x" if up is not None else "",
             f"{r.peak_mib:.0f}" if r.peak_mib is not None else "",
             f"{r.error:.1e}" if r.error is not None else "",
+            f"{r.grad_error:.1e}" if r.grad_error is not None else "",
             r.note,
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -129,9 +132,13 @@ def _liger():
         return f"Liger-Kernel not importable: {type(e).__name__}"
 
 
-def _run(report: Report, case: str, provider: str, make, nbytes: int, ref=None, memory: bool = False):
-    """Time ``make()`` -> (fn, grads_to_reset, output getter); record a row, or the reason it failed."""
-    row = Row(case, provider, bytes=nbytes)
+def _run(report: Report, case: str, provider: str, make, nbytes: int, ref=None, memory: bool = False,
+         grad_ref=None, note: str = ""):
+    """Time ``make()`` -> (fn, grads_to_reset, output getter); record a row, or the reason it failed.
+
+    ``grad_ref``: reference gradients of the tensors in grads_to_reset (their ``.grad`` after one call is
+    compared)."""
+    row = Row(case, provider, bytes=nbytes, note=note)
     if provider in SKIP:
         row.note = f"not run (--skip {provider})"
         report.rows.append(row)
@@ -141,6 +148,8 @@ def _run(report: Report, case: str, provider: str, make, nbytes: int, ref=None, 
         fn()
         if ref is not None and output is not None:
             row.error = _rel_error(output(), ref)
+        if grad_ref is not None:
+            row.grad_error = max(_rel_error(t.grad, g) for t, g in zip(grads, grad_ref, strict=True))
         if memory:
             row.peak_mib = _peak_mib(fn)
         row.ms = _bench(fn, grads)
@@ -264,7 +273,20 @@ def bench_gelu(report: Report, variant: str, gated: bool, N=32768, M=14336, back
                 report.rows.append(Row(case, "liger", note=why))
 
 
-def bench_linear_ce(report: Report, T=8192, H=4096, V=128256, variants=((256, 1), (512, 1), (512, 2), (8192, 32))):
+def linear_ce_plan(T: int, H: int, V: int, reduction: str = "mean") -> str:
+    """ours' automatic plan for a shape, in words."""
+    from oa_kernels import linear_ce
+
+    rows, width = linear_ce._plan(T, H, V, 2, True, reduction != "none", None, None)
+    if width >= V:
+        return f"row chunks of {rows}"
+    parts = -(-V // width)
+    kept = linear_ce._kept_parts(parts, width, T, H, V) if reduction != "none" else 0
+    return f"all rows, {parts} vocabulary parts of {width}" + (f", {kept} kept in grad_w" if kept else "")
+
+
+def bench_linear_ce(report: Report, T=8192, H=4096, V=128256, reduction="mean", variants=True):
+    """fwd+bwd of lm-head + cross-entropy; 'none' weighs the per-token losses by a random gradient (as DPO/RL do)."""
     import torch
     import torch.nn.functional as F
 
@@ -275,9 +297,17 @@ def bench_linear_ce(report: Report, T=8192, H=4096, V=128256, variants=((256, 1)
     w0 = torch.randn(V, H, device="cuda", dtype=dt) * H**-0.5
     labels = torch.randint(0, V, (T,), device="cuda")
     labels[::10] = -100
-    with torch.no_grad():
-        ref = F.cross_entropy(F.linear(h0, w0).float(), labels)
-    case = f"linear+CE fwd+bwd T={T} H={H} V={V}"
+    weights = torch.rand(T, device="cuda") if reduction == "none" else None
+
+    def finish(loss):
+        return (loss * weights).sum() if weights is not None else loss
+
+    h32, w32 = h0.float().requires_grad_(), w0.float().requires_grad_()
+    ref32 = F.cross_entropy(F.linear(h32, w32), labels, reduction=reduction)
+    finish(ref32).backward()
+    grad_ref, ref = [h32.grad, w32.grad], ref32.detach()
+    del h32, w32, ref32
+    case = f"linear+CE {reduction} fwd+bwd T={T} H={H} V={V}"
 
     def maker(f):
         def make():
@@ -288,26 +318,33 @@ def bench_linear_ce(report: Report, T=8192, H=4096, V=128256, variants=((256, 1)
             def fn():
                 loss = f(h, w)
                 out["loss"] = loss.detach()
-                loss.backward()
+                finish(loss).backward()
 
             return fn, [h, w], lambda: out["loss"]
 
         return make
 
-    unfused = lambda h, w: F.cross_entropy(F.linear(h, w).float(), labels)  # noqa: E731
-    _run(report, case, "ours", maker(lambda h, w: fused_linear_cross_entropy(h, w, labels)), 0, ref, memory=True)
-    for chunk, parts in variants:
-        _run(report, f"{case} (chunk {chunk}, {parts} vocab part{'s' if parts > 1 else ''})", "ours",
-             maker(lambda h, w, c=chunk, p=parts: fused_linear_cross_entropy(h, w, labels, chunk_size=c, vocab_parts=p)),
-             0, ref, memory=True)
-    _run(report, case, "eager", maker(unfused), 0, ref, memory=True)
-    _run(report, case, "compile", maker(torch.compile(unfused) if "compile" not in SKIP else unfused), 0, ref,
-         memory=True)
+    def run(provider, f, note=""):
+        _run(report, case, provider, maker(f), 0, ref, memory=True, grad_ref=grad_ref, note=note)
+        for t in (h0, w0):
+            t.grad = None
+
+    def ours(**kw):
+        return lambda h, w: fused_linear_cross_entropy(h, w, labels, reduction=reduction, **kw)
+
+    unfused = lambda h, w: F.cross_entropy(F.linear(h, w).float(), labels, reduction=reduction)  # noqa: E731
+    run("ours", ours(), note=f"plan: {linear_ce_plan(T, H, V, reduction)}")
+    liger_rows = triton_next_pow2(-(-T // -(-V // H)))
+    for chunk, parts in [(liger_rows, 1), (2 * liger_rows, 1), (T, 32)] if variants else []:
+        run("ours", ours(chunk_size=chunk, vocab_parts=parts),
+            note=f"forced: {chunk} rows per chunk, {parts} vocabulary part{'s' if parts > 1 else ''}")
+    run("eager", unfused)
+    run("compile", torch.compile(unfused) if "compile" not in SKIP else unfused)
     if (why := _liger()) is None:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
-        liger = LigerFusedLinearCrossEntropyLoss()
-        _run(report, case, "liger", maker(lambda h, w: liger(w, h, labels)), 0, ref, memory=True)
+        liger = LigerFusedLinearCrossEntropyLoss(reduction=reduction)
+        run("liger", lambda h, w: liger(w, h, labels))
     else:
         report.rows.append(Row(case, "liger", note=why))
 
@@ -428,13 +465,12 @@ def _sweep_gelu(lines: list[str]) -> None:
             lines.append(f"{name} fwd BLOCK={block} warps={nw}: {_bench(launch):.4f} ms")
 
 
-def _sweep_linear_ce(lines: list[str], T=8192, H=4096, V=128256, apply: bool = True) -> None:
-    """Time and peak memory of ours' fwd+bwd over (rows per chunk, vocabulary parts), with eager and
-    Liger for scale; with ``apply`` set the defaults to the fastest within Liger's memory, if that beats eager."""
+def _sweep_linear_ce(lines: list[str], T=8192, H=4096, V=128256) -> None:
+    """Time and peak memory of ours' fwd+bwd: the automatic plan and forced (rows per chunk, vocabulary
+    parts), with eager and Liger for scale."""
     import torch
     import torch.nn.functional as F
 
-    from oa_kernels import linear_ce
     from oa_kernels.linear_ce import fused_linear_cross_entropy
 
     h = torch.randn(T, H, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -448,30 +484,19 @@ def _sweep_linear_ce(lines: list[str], T=8192, H=4096, V=128256, apply: bool = T
         ms = _bench(fn, [h, w], rep=600)
         lines.append(f"linear_ce {name}: {ms:.3f} ms, peak {mib:.0f} MiB")
         print(lines[-1], flush=True)
-        return ms, mib
 
-    eager_ms, _ = measure("eager", lambda: F.cross_entropy(F.linear(h, w).float(), labels))
-    liger_mib = None
+    measure("eager", lambda: F.cross_entropy(F.linear(h, w).float(), labels))
     if _liger() is None:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
         liger = LigerFusedLinearCrossEntropyLoss()
-        _, liger_mib = measure("liger", lambda: liger(w, h, labels))
+        measure("liger", lambda: liger(w, h, labels))
+    measure(f"auto ({linear_ce_plan(T, H, V)})", lambda: fused_linear_cross_entropy(h, w, labels))
     base = triton_next_pow2(-(-T // -(-V // H)))  # Liger's rows per chunk
-    results = {}
-    for scale, parts in ((1, 1), (2, 1), (2, 2), (4, 4), (8, 8), (16, 16), (32, 32)):
-        results[(scale, parts)] = measure(
-            f"chunk {base * scale} rows, {parts} vocab parts",
-            lambda c=base * scale, p=parts: fused_linear_cross_entropy(h, w, labels, chunk_size=c, vocab_parts=p))
+    for chunk, parts in ((base, 1), (2 * base, 1), (4 * base, 1), (T, 16), (T, 32), (T, 64)):
+        measure(f"chunk {chunk} rows, {parts} vocab parts",
+                lambda c=chunk, p=parts: fused_linear_cross_entropy(h, w, labels, chunk_size=c, vocab_parts=p))
     lines.append(_linear_ce_breakdown(h.detach(), w.detach(), labels, base))
-    print(lines[-1], flush=True)
-    within = {c: v for c, v in results.items() if liger_mib is not None and v[1] <= liger_mib + 1}
-    best = min(within, key=lambda c: within[c][0]) if within else None
-    lines.append(f"linear_ce: eager {eager_ms:.3f} ms, Liger peak {liger_mib} MiB, fastest within Liger's memory {best} "
-                 f"{within[best] if best else ''}")
-    if apply and best and within[best][0] <= eager_ms:
-        linear_ce.CHUNK_SCALE, linear_ce.VOCAB_PARTS = best
-        lines.append(f"linear_ce: defaults set to CHUNK_SCALE, VOCAB_PARTS = {best}")
     print(lines[-1], flush=True)
 
 
@@ -483,10 +508,11 @@ def _linear_ce_breakdown(h, w, labels, rows: int) -> str:
 
     hc, buf = h[:rows], torch.empty(rows, w.shape[0], device="cuda", dtype=torch.bfloat16)
     gw, gh = torch.zeros_like(w), torch.empty_like(hc)
+    loss, lse = torch.empty(rows, device="cuda"), torch.empty(rows, device="cuda")
     scale = torch.full((rows,), 1e-4, device="cuda")
     times = {
         "logits mm": _bench(lambda: torch.mm(hc, w.t(), out=buf)),
-        "ce rows kernel": _bench(lambda: linear_ce._ce_rows(buf, labels[:rows], scale, -100, True)),
+        "ce rows kernel": _bench(lambda: linear_ce._whole_rows(buf, labels[:rows], scale, loss, lse, -100, True)),
         "grad_h mm": _bench(lambda: torch.mm(buf, w, out=gh)),
         "grad_w addmm": _bench(lambda: gw.addmm_(buf.t(), hc)),
     }
@@ -494,8 +520,9 @@ def _linear_ce_breakdown(h, w, labels, rows: int) -> str:
             + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()))
 
 
-def profile_linear_ce(configs=((512, 1), (512, 2), (8192, 32)), T=8192, H=4096, V=128256) -> list[str]:
-    """GPU time per kernel of one fwd+bwd of ours at each (rows per chunk, vocabulary parts) (torch.profiler)."""
+def profile_linear_ce(configs=((None, None), (512, 1)), T=8192, H=4096, V=128256) -> list[str]:
+    """GPU time per kernel of one fwd+bwd of ours at each (rows per chunk, vocabulary parts) (torch.profiler;
+    (None, None): the automatic plan)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -552,7 +579,7 @@ def sweep(suites=("rope", "gelu", "linear_ce"), apply: bool = True) -> list[str]
             activations.BLOCK, activations.NUM_WARPS = defaults
     if "linear_ce" in suites:
         try:
-            _sweep_linear_ce(lines, apply=apply)
+            _sweep_linear_ce(lines)
         except Exception:
             traceback.print_exc()
     for line in lines:
@@ -561,6 +588,8 @@ def sweep(suites=("rope", "gelu", "linear_ce"), apply: bool = True) -> list[str]
 
 
 SUITES = ("rope", "geglu", "gelu", "linear_ce")
+# (tokens, hidden, vocabulary): the issue's target (Llama-3-8B head, 8k tokens), then Qwen2.5-0.5B at 16k tokens
+LINEAR_CE_SHAPES = ((8192, 4096, 128256), (16384, 896, 151936))
 
 
 def run_all(suites=SUITES) -> Report:
@@ -571,13 +600,13 @@ def run_all(suites=SUITES) -> Report:
     import triton
 
     report = Report(props.name, datetime.date.today().isoformat(), copy_bandwidth_gbps())
-    from oa_kernels import activations, linear_ce
+    from oa_kernels import activations
     from oa_kernels import rope as rope_mod
 
     report.meta = {"torch": torch.__version__, "triton": triton.__version__,
                    "rope_settings": {f"{lay} {'bwd' if b else 'fwd'}": list(v) for (lay, b), v in rope_mod.SETTINGS.items()},
                    "gelu_settings": [activations.BLOCK, activations.NUM_WARPS],
-                   "linear_ce_settings": [linear_ce.CHUNK_SCALE, linear_ce.VOCAB_PARTS]}
+                   "linear_ce_plan": {str(shape): linear_ce_plan(*shape) for shape in LINEAR_CE_SHAPES}}
     try:
         from importlib.metadata import version
 
@@ -600,7 +629,9 @@ def run_all(suites=SUITES) -> Report:
             for backward in (False, True):
                 bench_gelu(report, variant, gated=False, backward=backward)
     if "linear_ce" in suites:
-        bench_linear_ce(report)
+        for i, (T, H, V) in enumerate(LINEAR_CE_SHAPES):
+            bench_linear_ce(report, T, H, V, variants=i == 0)
+        bench_linear_ce(report, *LINEAR_CE_SHAPES[0], reduction="none", variants=False)
     return report
 
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
+import triton
 
 from oa_core.errors import OAError
-from oa_kernels import fused_linear_cross_entropy, reference
+from oa_kernels import fused_linear_cross_entropy, linear_ce, reference
 
 
 def _problem(shape, H, V, dtype, device, ignored=3):
@@ -83,3 +84,56 @@ def test_without_grad_gives_the_same_loss(reduction, device):
     want = reference.linear_cross_entropy(hidden, weight, labels, reduction=reduction).detach()
     assert not loss.requires_grad
     assert torch.allclose(loss, want.reshape(loss.shape), atol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_parts_kept_in_the_weight_gradient_match_unfused(reduction, device, assert_close):
+    """All rows in one chunk, vocabulary in 4 parts: the first 3 keep their logits in grad_w's storage."""
+    assert linear_ce._kept_parts(4, 33, 6, 24, 129) == 3
+    hidden, weight, labels = _problem((6,), 24, 129, torch.float32, device, ignored=1)
+    labels[1], labels[2], labels[3] = 0, 32, 33  # both sides of the first part boundary
+    loss = fused_linear_cross_entropy(hidden, weight, labels, reduction=reduction, chunk_size=6, vocab_parts=4)
+    grad_out = torch.randn_like(loss) if reduction == "none" else torch.tensor(1.0, device=device)
+    grads = torch.autograd.grad(loss, (hidden, weight), grad_out)
+    h64, w64 = (t.detach().double().requires_grad_() for t in (hidden, weight))
+    want = reference.linear_cross_entropy(h64, w64, labels, reduction=reduction)
+    assert_close(loss, want, torch.float32)
+    for got, ref in zip(grads, torch.autograd.grad(want, (h64, w64), grad_out.double()), strict=True):
+        assert_close(got, ref, torch.float32)
+
+
+@pytest.mark.parametrize("n,H,V,grad_w,recompute,plan", [
+    (8192, 4096, 128256, True, True, "parts"),   # the benchmark's shape: parts, half of them kept
+    (4096, 4096, 128256, True, True, "parts"),   # rows <= hidden: at most one part computed twice
+    (65536, 4096, 128256, True, True, "rows"),   # long rows: recomputing costs more than re-reading grad_w
+    (65536, 4096, 128256, True, False, "parts"),  # reduction 'none': nothing recomputed
+    (8192, 4096, 128256, False, True, "rows"),   # frozen LM head (LoRA): no weight gradient to re-read
+    (16384, 896, 151936, True, True, "parts"),   # Qwen2.5-0.5B, 16k tokens
+    (100, 1024, 1000, True, True, "rows"),       # one Liger chunk holds every row
+])
+def test_plan_stays_within_ligers_logits_memory(n, H, V, grad_w, recompute, plan):
+    rows, width = linear_ce._plan(n, H, V, 2, grad_w, recompute, None, None)
+    liger_rows = triton.next_power_of_2(triton.cdiv(n, triton.cdiv(V, H)))
+    assert min(rows, n) * width <= liger_rows * V
+    assert ("parts" if rows >= n and width < V else "rows") == plan
+    if plan == "parts" and n <= H:
+        parts = triton.cdiv(V, width)
+        assert linear_ce._kept_parts(parts, width, n, H, V) >= parts - 2
+
+
+def test_bf16_gradients_in_vocabulary_parts_are_as_accurate_as_unfused(device):
+    """grad_h summed over 16 parts in bf16 is not less accurate than one unfused bf16 product (the labels'
+    large entries are added in float32 at the end, not rounded with every part)."""
+    T, H, V = 128, 64, 4096
+    hidden, weight, labels = _problem((T,), H, V, torch.bfloat16, device, ignored=5)
+    h64, w64 = (t.detach().double().requires_grad_() for t in (hidden, weight))
+    torch.nn.functional.cross_entropy(h64 @ w64.T, labels).backward()
+
+    def grad_h_error(loss_fn):
+        h = hidden.detach().clone().requires_grad_()
+        loss_fn(h).backward()
+        return ((h.grad.double() - h64.grad).abs().max() / h64.grad.abs().max()).item()
+
+    unfused = grad_h_error(lambda h: torch.nn.functional.cross_entropy((h @ weight.detach().T).float(), labels))
+    ours = grad_h_error(lambda h: fused_linear_cross_entropy(h, weight.detach(), labels, chunk_size=T, vocab_parts=16))
+    assert ours <= unfused, (ours, unfused)

@@ -20,10 +20,11 @@ class KernelsSettings(BaseModel):
     rope: bool = Field(True, description="rotary embeddings of q and k (kernels.rope)")
     fused_linear_ce: bool = Field(True, description="LM head + cross-entropy without full logits (kernels.fused_linear_ce)")
     linear_ce_vocab_parts: int | None = Field(
-        None, ge=1, description="fused linear CE: hold 1/N of a chunk's vocabulary at a time (2: Liger's memory, "
-        "a little slower; default: fastest chunking)",
+        None, ge=1, description="fused linear CE: force N vocabulary parts (default: the cheaper plan within "
+        "Liger's logits memory)",
     )
-    linear_ce_chunk_size: int | None = Field(None, ge=1, description="fused linear CE: rows per chunk (default: auto)")
+    linear_ce_chunk_size: int | None = Field(None, ge=1, description="fused linear CE: force rows per chunk "
+                                             "(default: the cheaper plan within Liger's logits memory)")
     self_test: bool = Field(True, description="check each kernel against its reference on the model's shapes first")
     on_failure: Literal["fallback", "error"] = Field(
         "fallback", description="a failed self-test: keep the model's own code (fallback) or stop (error)"
