@@ -3,6 +3,8 @@
 Each worker runs ``python -m oa_cli.main train ...`` with ``OA_LAUNCHED=1`` (so it trains instead of
 launching again). ``--accelerate-config`` picks a preset (DDP, DeepSpeed ZeRO-2/3, FSDP: see
 ``examples/configs/accelerate/``); without a GPU the workers run on CPU (torchrun + ``ACCELERATE_USE_CPU``, gloo backend).
+accelerate drops DeepSpeed and FSDP under ``ACCELERATE_USE_CPU`` (plain DDP instead), so a DeepSpeed preset runs
+without it: DeepSpeed's CPU accelerator, over gloo (``run_sft`` names the backend). FSDP needs GPUs.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 import socket
 import subprocess
 import sys
+
+from oa_core.errors import OAError
 
 LAUNCHED_ENV = "OA_LAUNCHED"
 
@@ -38,16 +42,31 @@ def launch_command(target: list[str], *, num_processes: int, accelerate_config: 
     return [*cmd, *target]
 
 
-def launch_env() -> dict[str, str]:
+def preset_type(accelerate_config: str | None) -> str | None:
+    """The accelerate config file's ``distributed_type`` (YAML or JSON), or None without one."""
+    if not accelerate_config:
+        return None
+    import yaml
+
+    with open(accelerate_config, encoding="utf-8") as f:
+        return (yaml.safe_load(f) or {}).get("distributed_type")
+
+
+def launch_env(accelerate_config: str | None = None) -> dict[str, str]:
     import torch
 
     env = {**os.environ, LAUNCHED_ENV: "1"}
+    kind = preset_type(accelerate_config)
     if not torch.cuda.is_available():
-        env["ACCELERATE_USE_CPU"] = "true"  # `accelerate launch --cpu` would start a single process
+        if kind == "FSDP":
+            raise OAError(f"{accelerate_config}: FSDP runs on GPUs only (accelerate would train plain DDP on CPU)",
+                          hint="without a GPU use examples/configs/accelerate/ddp.yaml, or a DeepSpeed preset")
+        if kind != "DEEPSPEED":
+            env["ACCELERATE_USE_CPU"] = "true"  # `accelerate launch --cpu` would start a single process
     return env
 
 
 def launch(target: list[str], *, num_processes: int, accelerate_config: str | None = None, **run_kwargs):
     """Run the workers and wait; returns the ``subprocess.CompletedProcess`` of ``accelerate launch``."""
     cmd = launch_command(target, num_processes=num_processes, accelerate_config=accelerate_config)
-    return subprocess.run(cmd, env=launch_env(), **run_kwargs)
+    return subprocess.run(cmd, env=launch_env(accelerate_config), **run_kwargs)

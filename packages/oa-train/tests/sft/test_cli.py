@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from oa_cli.main import main
-from oa_train.launch import launch_command
+from oa_train.launch import launch_command, launch_env
 
 
 def _write(tmp_path, doc) -> str:
@@ -54,6 +54,33 @@ def test_launch_command_runs_the_same_command_in_each_worker():
     assert cmd[-6:] == ["-m", "oa_cli.main", "train", "run.yaml", "--set", "seed=1"]
     preset = launch_command(["x.py"], num_processes=8, accelerate_config="zero3.yaml")
     assert preset[preset.index("--config_file") + 1] == "zero3.yaml" and "--multi_gpu" not in preset
+
+
+def test_without_a_gpu_deepspeed_presets_run_without_accelerates_cpu_flag(monkeypatch):
+    """ACCELERATE_USE_CPU makes accelerate drop DeepSpeed (plain DDP); DeepSpeed's CPU accelerator runs instead."""
+    import torch
+
+    presets = Path(__file__).resolve().parents[4] / "examples" / "configs" / "accelerate"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    assert launch_env()["ACCELERATE_USE_CPU"] == "true"
+    assert launch_env(str(presets / "ddp.yaml"))["ACCELERATE_USE_CPU"] == "true"
+    for name in ("zero2.yaml", "zero3.yaml"):
+        assert "ACCELERATE_USE_CPU" not in launch_env(str(presets / name))
+
+
+def test_without_a_gpu_the_fsdp_preset_is_refused_not_run_as_ddp(tmp_path, monkeypatch, capsys):
+    """accelerate runs FSDP on GPUs only and would quietly train plain DDP on CPU."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    preset = Path(__file__).resolve().parents[4] / "examples" / "configs" / "accelerate" / "fsdp.yaml"
+    config = _write(tmp_path, {"method": "sft", "output_dir": str(tmp_path / "run"), "model": {"path": "unused"},
+                               "datasets": [{"path": "unused.jsonl", "format": "alpaca"}]})
+    assert main(["train", config, "--num-processes", "2", "--accelerate-config", str(preset)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fsdp.yaml: FSDP runs on GPUs only" in err[0] and "ddp.yaml" in err[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_model_dir):

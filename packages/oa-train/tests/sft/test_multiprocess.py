@@ -1,38 +1,49 @@
 """`oa train --num-processes 2` on CPU (accelerate launch, gloo) with 2 accumulation steps: both ranks
 end with identical weights, equal to one process with a 4× per-device batch (the loss is normalised over
-all micro-batches of both ranks; gradients sync only on the last micro-batch)."""
+all micro-batches of both ranks; gradients sync only on the last micro-batch). The same with the DeepSpeed
+ZeRO-2/3 presets (DeepSpeed's CPU accelerator over gloo), plus a resume from the step-1 checkpoint.
+The FSDP preset has no CPU test: accelerate runs FSDP only on GPUs (on CPU it falls back to DDP)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 from oa_cli.main import main
 
-SEED_TASKS = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
+ROOT = Path(__file__).resolve().parents[4]
+SEED_TASKS = ROOT / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
+PRESETS = ROOT / "examples" / "configs" / "accelerate"
 
 
-def _config(tmp_path, model_dir, name, batch, accumulation) -> str:
+def _config(tmp_path, model_dir, name, batch, accumulation, **train) -> str:
     doc = {
         "method": "sft", "seed": 3, "output_dir": str(tmp_path / name), "model": {"path": model_dir, "dtype": "float32"},
         "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca"}],
         "eval_datasets": [{"path": str(tmp_path / "eval.jsonl"), "format": "alpaca"}],
         "data": {"chat_template": "chatml", "max_length": 512, "cache_dir": str(tmp_path / "cache")},
         "train": {"max_steps": 2, "per_device_batch_size": batch, "gradient_accumulation_steps": accumulation, "optimizer": "sgd", "max_grad_norm": None, "learning_rate": 0.5,
-                  "save_steps": 1, "eval_steps": 2, "logging_steps": 1},
+                  "save_steps": 1, "eval_steps": 2, "logging_steps": 1} | train,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return str(path)
 
 
-def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp_path, tiny_model_dir, weights, capfd):
+def _write_data(tmp_path) -> None:
+    """8 training rows (2 steps of 4 examples) and 3 eval rows (one rank gets a filler)."""
     rows = SEED_TASKS.read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("\n".join(rows[:8]) + "\n")
     (tmp_path / "eval.jsonl").write_text("\n".join(rows[8:11]) + "\n")
+
+
+def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp_path, tiny_model_dir, weights, capfd):
+    _write_data(tmp_path)
 
     assert main(["train", _config(tmp_path, tiny_model_dir, "two", batch=1, accumulation=2), "--num-processes", "2"]) == 0, capfd.readouterr().err[-3000:]
     assert main(["train", _config(tmp_path, tiny_model_dir, "one", batch=4, accumulation=1)]) == 0
@@ -49,3 +60,40 @@ def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp
     assert logs[0][-1]["eval_tokens"] == logs[1][-1]["eval_tokens"]
     assert {p.name for p in (tmp_path / "two" / "checkpoints" / "checkpoint-2").iterdir()} >= {
         "random_states_0.pkl", "random_states_1.pkl", "trainer_state.json", "model.safetensors"}
+
+
+@pytest.mark.parametrize("preset", ["zero2", "zero3"])
+def test_deepspeed_preset_on_two_cpu_processes_matches_one_process_and_resumes(preset, tmp_path, tiny_model_dir, weights, capfd):
+    """The preset's bf16 yields to train.mixed_precision (no); AdamW, so the resume restores sharded optimizer state."""
+    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (./scripts/setup.sh --extra deepspeed)")
+    _write_data(tmp_path)
+    adamw = {"optimizer": "adamw", "learning_rate": 1e-3}
+    ds = _config(tmp_path, tiny_model_dir, "ds", batch=1, accumulation=2, **adamw)
+    launch = ["train", ds, "--num-processes", "2", "--accelerate-config", str(PRESETS / f"{preset}.yaml")]
+    assert main(launch) == 0, capfd.readouterr().err[-3000:]
+    assert main(["train", _config(tmp_path, tiny_model_dir, "one", batch=4, accumulation=1, **adamw)]) == 0
+
+    out = tmp_path / "ds"
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["num_processes"] == 2 and manifest["distributed_type"] == "DEEPSPEED"
+    assert manifest["device"] == "cpu" and manifest["mixed_precision"] == "no"
+    w2, w1 = weights(out / "model"), weights(tmp_path / "one" / "model")
+    for name in w1:
+        assert w2[name].dtype == torch.float32
+        torch.testing.assert_close(w2[name], w1[name], rtol=1e-5, atol=1e-6)
+    log = (out / "metrics.jsonl").read_text()
+    logs = [[json.loads(x) for x in text.splitlines()] for text in (log, (tmp_path / "one" / "metrics.jsonl").read_text())]
+    assert [r["tokens"] for r in logs[0]] == [r["tokens"] for r in logs[1]]
+    assert abs(logs[0][-1]["eval_loss"] - logs[1][-1]["eval_loss"]) < 1e-5
+    step1 = out / "checkpoints" / "checkpoint-1"
+    assert {p.name for p in step1.iterdir()} >= {"pytorch_model", "random_states_0.pkl", "random_states_1.pkl", "trainer_state.json"}
+
+    # lose step 2 and the final model, then resume from the step-1 checkpoint (ZeRO shards, optimizer, RNG)
+    shutil.rmtree(out / "checkpoints" / "checkpoint-2")
+    shutil.rmtree(out / "model")
+    assert main([*launch, "--resume", "auto"]) == 0, capfd.readouterr().err[-3000:]
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["resumed_from"] == str(step1) and manifest["status"] == "done"
+    resumed = weights(out / "model")
+    assert resumed.keys() == w2.keys() and all(torch.equal(resumed[k], w2[k]) for k in w2)
+    assert (out / "metrics.jsonl").read_text() == log

@@ -7,6 +7,7 @@ Continued pretraining is the same recipe on ``{"text"}`` data (every token super
 from __future__ import annotations
 
 import math
+import os
 import platform
 import shutil
 import time
@@ -62,6 +63,7 @@ def run_sft(loaded: LoadedConfig, *, prepare_data=None, callbacks=()) -> dict:
         mixed_precision=tc.mixed_precision,
         log_with=trackers(tc.report_to),
         project_dir=str(out),
+        kwargs_handlers=_process_group_kwargs(),
     )
     main = accelerator.is_main_process
     set_seed(cfg.seed)
@@ -264,6 +266,17 @@ def _forward_backward(accelerator, model, batches, n_targets: int) -> tuple[floa
         sums += torch.tensor([total.item(), correct], dtype=torch.float64, device=sums.device)
     loss, right = accelerator.reduce(sums, reduction="sum").tolist()
     return loss, right
+
+
+def _process_group_kwargs() -> list:
+    """DeepSpeed workers without a GPU: accelerate finds no process-group backend (it would count one process
+    per worker), so name gloo, which DeepSpeed's CPU accelerator uses too when oneCCL is not installed."""
+    deepspeed_worker = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and "LOCAL_RANK" in os.environ
+    if not deepspeed_worker or torch.cuda.is_available():
+        return []
+    from accelerate.utils import InitProcessGroupKwargs
+
+    return [InitProcessGroupKwargs(backend="gloo")]
 
 
 def _fill_deepspeed_auto(accelerator, tc: SFTConfig) -> None:
