@@ -324,10 +324,11 @@ def bench_linear_ce(report: Report, T=8192, H=4096, V=128256, reduction="mean", 
 
         return make
 
+    timed = []
+
     def run(provider, f, note=""):
         _run(report, case, provider, maker(f), 0, ref, memory=True, grad_ref=grad_ref, note=note)
-        for t in (h0, w0):
-            t.grad = None
+        timed.append((report.rows[-1], f))
 
     def ours(**kw):
         return lambda h, w: fused_linear_cross_entropy(h, w, labels, reduction=reduction, **kw)
@@ -347,6 +348,12 @@ def bench_linear_ce(report: Report, T=8192, H=4096, V=128256, reduction="mean", 
         run("liger", lambda h, w: liger(w, h, labels))
     else:
         report.rows.append(Row(case, "liger", note=why))
+    for _ in range(LINEAR_CE_ROUNDS - 1):  # the first timing of a run comes out slow: best of interleaved rounds
+        for row, f in timed:
+            if row.ms is not None:
+                fn, grads, _ = maker(f)()
+                fn()
+                row.ms = min(row.ms, _bench(fn, grads))
 
 
 def _rope_inputs(layout: str, B=8, HQ=32, HK=8, S=4096, D=128):
@@ -590,6 +597,7 @@ def sweep(suites=("rope", "gelu", "linear_ce"), apply: bool = True) -> list[str]
 SUITES = ("rope", "geglu", "gelu", "linear_ce")
 # (tokens, hidden, vocabulary): the target (Llama-3-8B head, 8k tokens), then Qwen2.5-0.5B at 16k tokens
 LINEAR_CE_SHAPES = ((8192, 4096, 128256), (16384, 896, 151936))
+LINEAR_CE_ROUNDS = 2  # each provider timed this many times, interleaved; the best median is reported
 
 
 def run_all(suites=SUITES) -> Report:

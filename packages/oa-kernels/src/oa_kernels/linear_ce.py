@@ -152,8 +152,23 @@ def _part_grad(logits, labels, scale, lse, offset, ignore_index, label_grad=None
     _grad_reference(logits, logits.float(), lse, labels, scale, ignore_index, offset, label_grad)
 
 
+@triton.jit
+def _put_labels_kernel(g_ptr, stride, labels_ptr, label_grad_ptr, n, V, offset, ignore_index, BLOCK: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    label = tl.load(labels_ptr + rows, mask=rows < n, other=ignore_index).to(tl.int64)
+    local = label - offset
+    inside = (rows < n) & (label != ignore_index) & (local >= 0) & (local < V)
+    value = tl.load(label_grad_ptr + rows, mask=inside, other=0.0)
+    tl.store(g_ptr + rows.to(tl.int64) * stride + local, value.to(g_ptr.dtype.element_ty), mask=inside)
+
+
 def _put_labels(g, labels, offset, ignore_index, label_grad) -> None:
     """Write the labels' gradient entries (held back by ``_part_grad``) into a part's gradient ``g``."""
+    if use_triton(g):
+        n = g.shape[0]
+        _put_labels_kernel[(triton.cdiv(n, 1024),)](g, g.stride(0), labels, label_grad, n, g.shape[1], offset,
+                                                    ignore_index, BLOCK=1024)
+        return
     local = labels - offset
     inside = (labels != ignore_index) & (local >= 0) & (local < g.shape[1])
     at = torch.where(inside, local, 0)[:, None]
