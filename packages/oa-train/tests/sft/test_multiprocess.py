@@ -2,7 +2,7 @@
 end with identical weights, equal to one process with a 4× per-device batch (the loss is normalised over
 all micro-batches of both ranks; gradients sync only on the last micro-batch). The same with the DeepSpeed
 ZeRO-2/3 presets (DeepSpeed's CPU accelerator over gloo), plus a resume from the step-1 checkpoint.
-The FSDP preset has no CPU test: accelerate runs FSDP only on GPUs (on CPU it falls back to DDP)."""
+The FSDP preset has no CPU run: accelerate runs FSDP only on GPUs, so oa refuses it without one."""
 
 from __future__ import annotations
 
