@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from oa_core.errors import OAError
 
@@ -46,10 +47,9 @@ def preset_type(accelerate_config: str | None) -> str | None:
     """The accelerate config file's ``distributed_type`` (YAML or JSON), or None without one."""
     if not accelerate_config:
         return None
-    import yaml
+    from oa_core.config import read_config_file
 
-    with open(accelerate_config, encoding="utf-8") as f:
-        return (yaml.safe_load(f) or {}).get("distributed_type")
+    return read_config_file(Path(accelerate_config)).get("distributed_type")
 
 
 def launch_env(accelerate_config: str | None = None) -> dict[str, str]:

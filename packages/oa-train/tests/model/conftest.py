@@ -92,3 +92,31 @@ def load(model_dirs):
         return load_model(ModelSettings(path=model_dirs[name], dtype="float32", **kw))
 
     return _load
+
+
+@pytest.fixture(scope="session")
+def sections_registry():
+    """A plugin registry with the model config sections (model, tokenizer, peft, freeze, new_tokens) and a
+    no-op ``method: noop``, for loading run configs without a trainer."""
+    from pydantic import BaseModel
+
+    from oa_core import hookimpl
+    from oa_core.extensions import Method
+    from oa_core.plugins import PluginManager
+    from oa_train.model.settings import register_sections
+
+    class NoopTrain(BaseModel):
+        pass
+
+    class SectionsPlugin:
+        @hookimpl
+        def register_config_sections(self, register):
+            register_sections(register)
+
+        @hookimpl
+        def register_methods(self, register):
+            register("noop", Method(config=NoopTrain, run=lambda *a: None))
+
+    pm = PluginManager(entry_points=False)
+    pm.register(SectionsPlugin(), "sections-test")
+    return pm.registry()

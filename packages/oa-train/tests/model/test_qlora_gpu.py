@@ -5,16 +5,12 @@ import importlib.util
 import pytest
 import torch
 import yaml
-from pydantic import BaseModel
 
-from oa_core import hookimpl
 from oa_core.config import ModelSettings, load_config
-from oa_core.extensions import Method
-from oa_core.plugins import PluginManager
 from oa_train.model import prepare_model
 from oa_train.model.peft_setup import apply_peft, load_adapter, qlora_quantization, save_adapter
 from oa_train.model.provider import load_model
-from oa_train.model.settings import PeftSettings, register_sections
+from oa_train.model.settings import PeftSettings
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available(),
@@ -52,24 +48,7 @@ def test_qlora_trains_only_the_adapter_and_round_trips(model_dirs, tokenizer, tm
         torch.testing.assert_close(again(input_ids=ids).logits, expected)
 
 
-class _Sections:
-    @hookimpl
-    def register_config_sections(self, register):
-        register_sections(register)
-
-    @hookimpl
-    def register_methods(self, register):
-        register("noop", Method(config=_Train, run=lambda *a: None))
-
-
-class _Train(BaseModel):
-    pass
-
-
-def test_prepare_model_with_qlora(model_dirs, tokenizer_path, tmp_path):
-    pm = PluginManager(entry_points=False)
-    pm.register(_Sections(), "qlora-test")
-    registry = pm.registry()
+def test_prepare_model_with_qlora(model_dirs, tokenizer_path, tmp_path, sections_registry):
     doc = {
         "method": "noop",
         "model": {"path": model_dirs["llama_tied"], "dtype": "bfloat16"},
@@ -78,8 +57,8 @@ def test_prepare_model_with_qlora(model_dirs, tokenizer_path, tmp_path):
         "new_tokens": {"tokens": [{"token": "<|user|>", "init": "copy", "source": "</s>"}]},
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(doc))
-    cfg = load_config(tmp_path / "run.yaml", registry=registry).config
-    model, tokenizer, manifest = prepare_model(cfg, registry, show_table=False)
+    cfg = load_config(tmp_path / "run.yaml", registry=sections_registry).config
+    model, tokenizer, manifest = prepare_model(cfg, sections_registry, show_table=False)
     assert model.is_loaded_in_4bit and manifest["peft"] == "qlora"
     ids = torch.tensor([[1, 32000, 450, 2]], device=model.device)
     model(input_ids=ids, labels=ids).loss.backward()

@@ -3,35 +3,10 @@ import sys
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
-from oa_core import hookimpl
 from oa_core.config import load_config
 from oa_core.errors import ConfigError
-from oa_core.extensions import Method
-from oa_core.plugins import PluginManager
-from oa_train.model.settings import FreezeSettings, NewTokenSettings, PeftSettings, register_sections
-
-
-class NoopTrain(BaseModel):
-    pass
-
-
-class SectionsPlugin:
-    @hookimpl
-    def register_config_sections(self, register):
-        register_sections(register)
-
-    @hookimpl
-    def register_methods(self, register):
-        register("noop", Method(config=NoopTrain, run=lambda *a: None))
-
-
-@pytest.fixture(scope="module")
-def registry():
-    pm = PluginManager(entry_points=False)
-    pm.register(SectionsPlugin(), "sections-test")
-    return pm.registry()
+from oa_train.model.settings import FreezeSettings, NewTokenSettings, PeftSettings
 
 
 def _write(tmp_path, doc):
@@ -40,7 +15,7 @@ def _write(tmp_path, doc):
     return path
 
 
-def test_sections_validate_from_a_config_file(tmp_path, registry):
+def test_sections_validate_from_a_config_file(tmp_path, sections_registry):
     doc = {
         "method": "noop",
         "model": {"path": "m"},
@@ -48,7 +23,7 @@ def test_sections_validate_from_a_config_file(tmp_path, registry):
         "freeze": {"embeddings": True, "layers_not_to_freeze": [1]},
         "new_tokens": {"tokens": [{"token": "<|x|>", "init": "copy", "source": "</s>"}, {"token": "<|y|>"}]},
     }
-    cfg = load_config(_write(tmp_path, doc), registry=registry).config
+    cfg = load_config(_write(tmp_path, doc), registry=sections_registry).config
     assert isinstance(cfg.peft, PeftSettings) and cfg.peft.r == 4 and cfg.peft.use_dora
     assert isinstance(cfg.freeze, FreezeSettings) and cfg.freeze.active
     assert isinstance(cfg.new_tokens, NewTokenSettings) and cfg.new_tokens.tokens[1].init == "mean_all"
@@ -73,10 +48,10 @@ def test_sections_validate_from_a_config_file(tmp_path, registry):
         ),
     ],
 )
-def test_bad_values_name_the_key(tmp_path, registry, section, expected):
+def test_bad_values_name_the_key(tmp_path, sections_registry, section, expected):
     path = _write(tmp_path, {"method": "noop", **section})
     with pytest.raises(ConfigError) as err:
-        load_config(path, registry=registry)
+        load_config(path, registry=sections_registry)
     assert f"{path}: {expected}" in str(err.value)
 
 

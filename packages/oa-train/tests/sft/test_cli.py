@@ -160,3 +160,13 @@ def test_per_epoch_resample_draws_a_new_mix_every_epoch(tmp_path, monkeypatch, t
 
     again = real(cfg.config, load_tokenizer(cfg.config.tokenizer, cfg.config.model), epoch=1)[0]
     assert sorted(tuple(r["input_ids"]) for r in again) == drawn[1]  # reproducible
+
+
+def test_a_broken_accelerate_config_is_a_one_line_error(tmp_path, capsys):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("distributed_type: [\n")
+    config = _write(tmp_path, {"method": "sft", "output_dir": str(tmp_path / "run"), "model": {"path": "unused"},
+                               "datasets": [{"path": "unused.jsonl", "format": "alpaca"}]})
+    assert main(["train", config, "--num-processes", "2", "--accelerate-config", str(preset)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{preset}:2:1: invalid YAML" in err[0]
