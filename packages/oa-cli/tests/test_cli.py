@@ -25,13 +25,13 @@ class ToyTrain(BaseModel):
 def registry(monkeypatch):
     """The real installed plugins plus a `toy` method and a plugin that duplicates a format name."""
     dup = types.SimpleNamespace(
-        register_methods=hookimpl(lambda register: register("toy", Method(ToyTrain, run=lambda c: None))),
+        register_methods=hookimpl(lambda register: register("toy", Method(ToyTrain, objective=lambda: None))),
         register_dataset_formats=hookimpl(lambda register: register("example.gsm8k", DatasetFormat(Text, dict))),
     )
     pm = PluginManager()
     pm.register(dup, "dup-plugin")
     reg = pm.registry()
-    monkeypatch.setattr(oa_core.config, "get_registry", lambda: reg)
+    monkeypatch.setattr(oa_core.config.validate, "get_registry", lambda: reg)
     monkeypatch.setattr(oa_core.plugins, "get_registry", lambda: reg)
     return reg
 

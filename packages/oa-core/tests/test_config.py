@@ -25,7 +25,7 @@ class Section(BaseModel):
 @pytest.fixture
 def registry(make_manager):
     plug = types.SimpleNamespace(
-        register_methods=hookimpl(lambda register: register("toy", Method(ToyTrain, run=lambda cfg: None))),
+        register_methods=hookimpl(lambda register: register("toy", Method(ToyTrain, objective=lambda: None))),
         register_config_sections=hookimpl(lambda register: register("extra", Section)),
     )
     return make_manager(plug).registry()

@@ -12,6 +12,7 @@ from oa_cli.main import _add_plugin_commands, cli
 from oa_core.config import load_config
 from oa_data.packing import attention_mask_from_position_ids
 from oa_data.pipeline import build_sft_datasets, prepare_split
+from oa_data.tokenizer import prepare_run_tokenizer
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKENIZER = str(ROOT / "assets" / "tokenizers" / "llama2-sp")
@@ -42,8 +43,7 @@ def tokenizer(raw_tokenizers):
 def test_packed_split_is_cached_and_masks_never_cross_samples(tmp_path, tokenizer):
     rows = [conversation(i, "Yes. " * (i % 7 + 1)) for i in range(40)]
     cfg = load_config(write_config(tmp_path, rows, packing=True)).config
-    tok = copy.deepcopy(tokenizer)
-    first = prepare_split(cfg, tok, progress=False)
+    first = prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), progress=False)
     assert not first.from_cache and first.report.supervision.samples == 40
     assert 0.5 < first.report.packing_efficiency <= 1.0
     total = 0
@@ -55,25 +55,28 @@ def test_packed_split_is_cached_and_masks_never_cross_samples(tmp_path, tokenize
             assert not mask[a:b, :a].any() and not mask[b:, a:b].any()
         total += len(starts)
     assert total == 40
-    again = prepare_split(cfg, copy.deepcopy(tokenizer), progress=False)
+    again = prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), progress=False)
     assert again.from_cache and again.cache_key == first.cache_key
     assert again.dataset["input_ids"] == first.dataset["input_ids"]
     assert any("loaded from the tokenized cache" in line for line in again.report.lines())
 
 
 def test_cache_key_changes_with_data_and_options(tmp_path, tokenizer):
+    def key(cfg):
+        return prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), progress=False).cache_key
+
     path = write_config(tmp_path, [conversation(i) for i in range(5)])
-    key = prepare_split(load_config(path).config, copy.deepcopy(tokenizer), progress=False).cache_key
-    other = load_config(path, ["data.max_length=48"]).config
-    assert prepare_split(other, copy.deepcopy(tokenizer), progress=False).cache_key != key
+    first = key(load_config(path).config)
+    assert key(load_config(path, ["data.max_length=48"]).config) != first
     write_config(tmp_path, [conversation(i) for i in range(6)])
-    assert prepare_split(load_config(path).config, copy.deepcopy(tokenizer), progress=False).cache_key != key
+    assert key(load_config(path).config) != first
 
 
 def test_unpacked_rows_supervise_only_answers(tmp_path, tokenizer):
     cfg = load_config(write_config(tmp_path, [conversation(0, "Blue sky.")])).config
-    tok = copy.deepcopy(tokenizer)
-    train, evaluation = build_sft_datasets(cfg, tok, progress=False)
+    prepared = prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer))
+    tok = prepared.tokenizer
+    train, evaluation = build_sft_datasets(cfg, prepared, progress=False)
     assert evaluation is None and "position_ids" not in train.column_names
     labels = [t for t in train[0]["labels"] if t != -100]
     assert tok.decode(labels) == "Blue sky.<|im_end|>"
@@ -83,13 +86,13 @@ def test_whole_dataset_without_supervision_fails(tmp_path, tokenizer):
     rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "train": False}]}]
     cfg = load_config(write_config(tmp_path, rows)).config
     with pytest.raises(Exception, match="supervised"):
-        prepare_split(cfg, copy.deepcopy(tokenizer), use_cache=False, progress=False)
+        prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), use_cache=False, progress=False)
 
 
 def test_truncation_counts_reported(tmp_path, tokenizer):
     rows = [conversation(i, "word " * 80) for i in range(3)] + [conversation(9)]
     cfg = load_config(write_config(tmp_path, rows, truncation="drop")).config
-    split = prepare_split(cfg, copy.deepcopy(tokenizer), use_cache=False, progress=False)
+    split = prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), use_cache=False, progress=False)
     (report,) = split.report.truncation.values()
     assert (report.dropped_too_long, report.kept) == (3, 1) and len(split.dataset) == 1
 
@@ -128,8 +131,9 @@ def test_unchecked_long_samples_still_truncate_by_whole_turns(tmp_path, tokenize
         turns += [{"role": "user", "content": f"Tell me fact {k}."}, {"role": "assistant", "content": f"Fact {k} is true."}]
     rows = [{"messages": turns}]
     cfg = load_config(write_config(tmp_path, rows, truncation="keep_end", mask_cross_check=0.0)).config
-    tok = copy.deepcopy(tokenizer)
-    split = prepare_split(cfg, tok, use_cache=False, progress=False)
+    prepared = prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer))
+    tok = prepared.tokenizer
+    split = prepare_split(cfg, prepared, use_cache=False, progress=False)
     (report,) = split.report.truncation.values()
     assert report.truncated == 1
     text = tok.decode(split.dataset[0]["input_ids"])
@@ -145,10 +149,10 @@ def test_cross_check_sampling_is_spread_and_counted():
     assert all(cross_checked(k, 1.0) for k in range(1000))
 
 
-def test_unknown_template_name_names_the_config_key(tmp_path, tokenizer):
-    from oa_core.errors import OAError
+def test_unknown_template_name_is_a_config_error_naming_file_and_key(tmp_path):
+    from oa_core.errors import ConfigError
 
-    cfg = load_config(write_config(tmp_path, [conversation(0)], chat_template="chatmll")).config
-    with pytest.raises(OAError) as e:
-        prepare_split(cfg, copy.deepcopy(tokenizer), use_cache=False, progress=False)
-    assert str(e.value).startswith("data.chat_template: unknown chat template 'chatmll' (did you mean 'chatml'?)")
+    path = write_config(tmp_path, [conversation(0)], chat_template="chatmll")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [f"{path}: data.chat_template: unknown chat template 'chatmll' (did you mean 'chatml'?)"]

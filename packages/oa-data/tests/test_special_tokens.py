@@ -46,10 +46,10 @@ def test_existing_special_tokens_are_not_added_twice(raw_tokenizers):
 
 
 def test_multi_token_end_of_turn_is_noted(raw_tokenizers):
-    from oa_data.templates import ChatTemplate
+    from oa_data.templates import turbo_template
 
     tok = copy.deepcopy(raw_tokenizers["llama"])
-    turbo = ChatTemplate.turbo("### {role}:\n", "\n### End\n")
+    turbo = turbo_template("### {role}:\n", "\n### End\n")
     assert turbo.end_of_turn == "### End"
     changes = prepare_tokenizer(tok, template=turbo)
     assert any("'### End' is several tokens" in n for n in changes.notes)

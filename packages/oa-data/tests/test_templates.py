@@ -13,6 +13,7 @@ from oa_data.templates import (
     BUILTIN_TEMPLATES,
     ChatTemplate,
     TemplateError,
+    render,
     resolve_template,
     with_end_of_turn,
 )
@@ -66,7 +67,7 @@ def family(tok) -> str:
 def test_builtin_golden(name, tok, runs):
     template = with_end_of_turn(BUILTIN_TEMPLATES[name], tok)
     expected = RENDERED[name].replace("<s>", tok.bos_token).replace("</s>", tok.eos_token)  # the tokenizer's
-    assert template.render(CHAT, bos_token=tok.bos_token, eos_token=tok.eos_token) == expected
+    assert render(template, CHAT, bos_token=tok.bos_token, eos_token=tok.eos_token) == expected
     enc = encode_messages(CHAT, tok, template, DataSettings())
     assert runs(enc, tok) == SUPERVISED[(name, family(tok))]
 
@@ -85,8 +86,8 @@ def test_turbo_style_golden(tok, runs):
     template = resolve_template(settings, tok)
     assert template.end_of_turn == "<|im_end|>"
     msgs = CHAT[1:3]
-    assert template.render(msgs) == "<|im_start|>human\nHello<|im_end|>\n<|im_start|>bot\nHi there!<|im_end|>\n"
-    assert template.render(msgs[:1], add_generation_prompt=True).endswith("<|im_end|>\n<|im_start|>bot\n")
+    assert render(template, msgs) == "<|im_start|>human\nHello<|im_end|>\n<|im_start|>bot\nHi there!<|im_end|>\n"
+    assert render(template, msgs[:1], add_generation_prompt=True).endswith("<|im_end|>\n<|im_start|>bot\n")
     assert runs(encode_messages(msgs, tok, template, settings), tok) == ["Hi there!<|im_end|>"]
 
 
@@ -99,7 +100,7 @@ def test_tokenizer_jinja_matches_transformers_and_infers_end_of_turn(raw_tokeniz
     assert template.name == "tokenizer" and template.end_of_turn == "</s>"
     for msgs in (CHAT, CHAT[1:3], CHAT[:2]):
         for gen in (False, True):
-            ours = template.render(msgs, gen, bos_token="<s>", eos_token="</s>")
+            ours = render(template, msgs, gen, bos_token="<s>", eos_token="</s>")
             assert ours == tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
     enc = encode_messages(CHAT, tok, template, DataSettings())
     assert runs(enc, tok) == ["Hi there!</s>", "See you.</s>"]
@@ -141,22 +142,22 @@ def test_resolution_order(raw_tokenizers, chat_tokenizers):
 def test_sandbox_blocks_unsafe_access():
     evil = ChatTemplate("evil", "{{ ''.__class__.__mro__[1].__subclasses__() }}", "</s>")
     with pytest.raises(TemplateError, match="failed to render") as e:
-        evil.render(CHAT)
+        render(evil, CHAT)
     assert "\n" not in str(e.value)
     mutating = ChatTemplate("mutating", "{% set _ = messages.append(1) %}{{ messages }}", "</s>")
     with pytest.raises(TemplateError, match="SecurityError"):
-        mutating.render(CHAT)
+        render(mutating, CHAT)
 
 
 def test_syntax_error_is_one_line():
     with pytest.raises(TemplateError, match=r"chat template 'bad': line 1") as e:
-        ChatTemplate("bad", "{% for m in messages %}{{ m }}").render(CHAT)
+        render(ChatTemplate("bad", "{% for m in messages %}{{ m }}"), CHAT)
     assert "\n" not in str(e.value)
 
 
 def test_raise_exception_in_template():
     with pytest.raises(TemplateError, match="oasst template has no role tool"):
-        BUILTIN_TEMPLATES["oasst"].render([{"role": "tool", "content": "x"}], eos_token="</s>")
+        render(BUILTIN_TEMPLATES["oasst"], [{"role": "tool", "content": "x"}], eos_token="</s>")
 
 
 def test_templates_package_imports_nothing_heavy():
@@ -237,8 +238,8 @@ def test_template_with_default_system_prompt_and_whitespace_control(chat_tokeniz
     template = resolve_template(DataSettings(chat_template="tokenizer"), tok)
     assert template.end_of_turn == "<|im_end|>"
     msgs = CHAT[1:3]
-    assert template.render(msgs) == tok.apply_chat_template(msgs, tokenize=False)
-    assert template.render(msgs).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    assert render(template, msgs) == tok.apply_chat_template(msgs, tokenize=False)
+    assert render(template, msgs).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
     for chat in (msgs, CHAT):
         enc = encode_messages(chat, tok, template, DataSettings(only_answer_loss=True))
         assert runs(enc, tok) == [f"{chat[-1]['content']}<|im_end|>"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from oa_core.errors import RecordError
 from oa_data.settings import DataSettings
-from oa_data.templates import BUILTIN_TEMPLATES, ChatTemplate, with_end_of_turn
+from oa_data.templates import BUILTIN_TEMPLATES, ChatTemplate, turbo_template, with_end_of_turn
 from oa_data.tokenize import IGNORE_INDEX, encode_messages, render_with_spans
 
 ZEPHYR = ChatTemplate(
@@ -26,7 +26,7 @@ QWEN_STYLE = ChatTemplate(  # a default system prompt when none is given; the fi
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
     "<|im_end|>",
 )
-TURBO = ChatTemplate.turbo("<|im_start|>{role}\n", "<|im_end|>\n", {"user": "human"})
+TURBO = turbo_template("<|im_start|>{role}\n", "<|im_end|>\n", {"user": "human"})
 TEMPLATES = {"chatml": BUILTIN_TEMPLATES["chatml"], "llama-3": BUILTIN_TEMPLATES["llama-3"],
              "oasst": BUILTIN_TEMPLATES["oasst"], "turbo": TURBO, "zephyr": ZEPHYR,
              "qwen-style": QWEN_STYLE}

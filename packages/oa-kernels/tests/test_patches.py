@@ -52,7 +52,7 @@ def _compare(kind, apply, device, **options):
     labels = ids.clone()
     labels[0, :4] = -100
     want, want_grads = _loss_and_grads(model, ids, labels)
-    description = apply(patched, **options)
+    description = apply(patched, **options).description
     got, grads = _loss_and_grads(patched, ids, labels)
     assert torch.allclose(got.loss, want.loss, atol=1e-5), (got.loss, want.loss)
     assert grads.keys() == want_grads.keys()
@@ -109,8 +109,8 @@ def test_failed_self_test_falls_back_or_errors(device, monkeypatch, caplog):
     monkeypatch.setattr(p, "geglu", lambda a, b, approximate: a * b)  # a broken kernel
     model = _model("gemma").to(device)
     with caplog.at_level(logging.INFO, logger="oa_kernels"):
-        description = p.apply_geglu(model)
-    assert "not applied" in description and "self-test" in ACTIVE["geglu"]
+        result = p.apply_geglu(model)
+    assert "not applied" in result.description and not result.applied and "self-test" in ACTIVE["geglu"]
     assert not any(hasattr(m, "act_fn_variant") for m in model.modules())
     assert "geglu self-test failed" in caplog.text and "oa-kernels active: geglu=fallback" in caplog.text
     with pytest.raises(OAError, match="kernels.geglu: self-test failed") as e:
@@ -120,7 +120,8 @@ def test_failed_self_test_falls_back_or_errors(device, monkeypatch, caplog):
 
 def test_switches_and_bad_options(device):
     model = _model("llama")
-    assert patches.apply_rope(model, rope=False) == "rope: off (kernels.rope: false)"
+    off = patches.apply_rope(model, rope=False)
+    assert off.description == "rope: off (kernels.rope: false)" and not off.applied
     import transformers.models.llama.modeling_llama as llama
 
     assert llama.apply_rotary_pos_emb.__module__ != "oa_kernels.rope"
@@ -154,7 +155,10 @@ def test_fused_ce_config_options_reach_the_kernel(device, monkeypatch):
     torch.manual_seed(0)
     model = _model("llama").to(device).eval()
     patched = copy.deepcopy(model)
-    patches.apply_fused_linear_ce(patched, linear_ce_vocab_parts=2, linear_ce_chunk_size=4)
+    result = patches.apply_fused_linear_ce(patched, linear_ce_vocab_parts=2, linear_ce_chunk_size=4)
     ids = torch.randint(0, 96, (2, 7), device=device)
     assert torch.allclose(patched(input_ids=ids, labels=ids).loss, model(input_ids=ids, labels=ids).loss, atol=1e-5)
+    assert seen[-1] == {"vocab_parts": 2, "chunk_size": 4}
+    h, w = torch.randn(5, 32, device=device), model.lm_head.weight.detach()  # the function oa's trainers get
+    result.provides["linear_ce"](h, w, torch.arange(5, device=device), reduction="sum")
     assert seen[-1] == {"vocab_parts": 2, "chunk_size": 4}

@@ -37,7 +37,7 @@ def test_plugin_import_is_light():
 def test_run_config_names_the_format(tmp_path, sample_dir):
     registry = PluginManager().registry()
     train = create_model("Train", __config__=ConfigDict(extra="forbid"))
-    registry.add(Entry("method", "oasst_test", Method(config=train, run=print), Provider("test", "test", "")))
+    registry.add(Entry("method", "oasst_test", Method(config=train, objective=print), Provider("test", "test", "")))
     cfg = tmp_path / "run.yaml"
     dataset = f"  - path: {sample_dir / 'en_100_tree.jsonl'}\n    options: {{langs: [en], top_k: 1}}\n"
     cfg.write_text(f"method: oasst_test\ndatasets:\n{dataset}    format: oasst.sft\n")

@@ -30,3 +30,15 @@ def llama_tok():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+
+
+@pytest.fixture(scope="session")
+def target_losses():
+    """``target_losses(model, batch)``: the per-target cross-entropy of a collated batch (plain route, row-major)."""
+    from oa_train.training.logprobs import LabelLogProbs
+
+    def losses(model, batch):
+        t = LabelLogProbs().tokens(model, batch)
+        return -t.values[t.mask]
+
+    return losses

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from oa_cli.options import set_option
 from oa_core import OAError, __version__
 from oa_core.errors import ConfigError
 from oa_core.plugins import get_plugin_manager
@@ -83,11 +84,6 @@ def data() -> None:
 @cli.group()
 def config() -> None:
     """Validate run configs and print their JSON Schema."""
-
-
-set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value (repeatable)."
-)
 
 
 @config.command("validate")

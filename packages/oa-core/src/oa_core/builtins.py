@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from oa_core.extensions import DatasetFormat
-from oa_core.plugins import hookimpl
+from oa_core.hookspecs import hookimpl
 from oa_core.schema import RECORD_TYPES
 
 

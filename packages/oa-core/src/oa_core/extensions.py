@@ -1,21 +1,24 @@
-"""The objects plugins register through the hooks in :mod:`oa_core.hookspecs`.
+"""The objects plugins register through the hooks in :mod:`oa_core.hookspecs`, one type per hook.
 
-Heavy libraries (torch, transformers) are imported inside ``parse``/``apply``/``run``, never at module
-import time, so that ``oa plugins list`` and ``oa config validate`` stay fast and torch-free.
+All are frozen dataclasses with no heavy imports: torch, transformers or jinja load inside the functions a
+plugin gives (``parse``, ``apply``, ``objective``, ``fn`` ...), never when a plugin registers, so that
+``oa plugins list`` and ``oa config validate`` stay fast and torch-free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
+# ---------------------------------------------------------------- data
+
 
 @dataclass(frozen=True)
 class DatasetFormat:
-    """Turns raw rows into core records.
+    """Turns raw rows into core records (``register_dataset_formats``).
 
     ``parse(row)`` (or ``parse(row, options)`` when the format declares an ``options`` model, which
     validates the dataset's ``options:`` in the run config) gets the row with its columns already renamed
@@ -35,14 +38,55 @@ class DatasetFormat:
 
 
 @dataclass(frozen=True)
-class ModelPatch:
-    """Swaps modules/functions of a loaded model in place.
+class ChatTemplate:
+    """A chat template (``register_chat_templates``): jinja text with Hugging Face's conventions
+    (``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token``), rendered by oa-data in jinja2's
+    immutable sandbox.
 
-    ``architectures`` are ``config.model_type`` values (``("*",)`` for any); ``apply(model, **options)``
-    returns a short description of what it changed (for the run manifest and logs).
+    ``end_of_turn`` is the string that closes a turn and is supervised with the answer (``None``: inferred
+    from the rendering). ``special_tokens`` are strings the tokenizer must know as single tokens (added
+    before the model is built). ``variables`` are extra names the jinja text uses (turbo-style templates).
     """
 
-    apply: Callable[..., str]
+    name: str
+    jinja: str
+    end_of_turn: str | None = None
+    special_tokens: tuple[str, ...] = ()
+    description: str = ""
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """What applying a :class:`ModelPatch` did (``apply`` may also return a plain description string).
+
+    ``applied`` is False when the patch left the model as it was (e.g. a kernel failed its self-test and
+    fell back). ``provides`` names capabilities the patched model now has, for the trainers to use:
+
+    - ``"linear_ce"``: ``fn(hidden (N, H), weight (V, H), labels (N,), reduction) -> Tensor``, the
+      cross-entropy of ``hidden @ weight.T`` against ``labels`` (-100 ignored; ``reduction`` ``"sum"``, or
+      ``"none"`` for per-token values, 0 where ignored) without materialising the logits. oa-train then
+      computes label log-probabilities through it instead of through the LM head's logits.
+    """
+
+    description: str
+    applied: bool = True
+    provides: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelPatch:
+    """Swaps modules/functions of a loaded model in place (``register_model_patches``).
+
+    ``architectures`` are ``config.model_type`` values (``("*",)`` for any); ``apply(model, **options)``
+    returns a short description of what it changed, or a :class:`PatchResult`. A patch named
+    ``<section>.<name>`` (e.g. ``kernels.rope``) gets the fields of the run config's ``<section>:`` as options.
+    """
+
+    apply: Callable[..., str | PatchResult]
     architectures: tuple[str, ...] = ("*",)
     description: str = ""
 
@@ -50,10 +94,83 @@ class ModelPatch:
         return "*" in self.architectures or model_type in self.architectures
 
 
+# ---------------------------------------------------------------- training
+
+
 @dataclass(frozen=True)
 class Method:
-    """A training method: the pydantic model of its ``train:`` section and the function that runs it."""
+    """A training method (``register_methods``): ``config``, the pydantic model of the ``train:`` section
+    (extend oa-train's ``LoopConfig``), and ``objective``, a zero-argument callable (e.g. the class) that
+    returns the method's objective for oa-train's shared loop (``oa_train.training.Objective``: its data,
+    the loss of one micro-batch, its evaluation). The loop gives every method resume, checkpoints,
+    logging, evaluation scheduling and multi-GPU training."""
 
     config: type[BaseModel]
-    run: Callable[..., Any]
+    objective: Callable[[], Any]
     description: str = ""
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A training loss (``register_losses``) that methods select by name.
+
+    ``fn``'s signature is fixed per ``family`` (the kind of method that calls it, e.g. ``"preference"``);
+    its docstring should give the paper, the formula and the tensor shapes. ``needs_reference``: the loss
+    uses a frozen reference model's log-probabilities.
+    """
+
+    fn: Callable[..., Any]
+    family: str
+    description: str = ""
+    needs_reference: bool = False
+
+
+@dataclass(frozen=True)
+class RewardFunction:
+    """Scores completions (``register_reward_functions``):
+    ``fn(prompts: list[str], completions: list[str], **columns) -> list[float | None]``, one score per
+    completion (None: no score for this one). ``columns`` names the dataset columns it needs (e.g.
+    ``("reference",)``); ``options`` validates its settings."""
+
+    fn: Callable[..., list[float | None]]
+    description: str = ""
+    columns: tuple[str, ...] = ()
+    options: type[BaseModel] | None = None
+
+
+# ---------------------------------------------------------------- generation and augmentation
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A text-generation backend (``register_generators``): ``load(settings) -> engine``, where the engine
+    turns prompts and generation parameters into completions. ``options`` validates ``settings``."""
+
+    load: Callable[..., Any]
+    description: str = ""
+    options: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """Writes new records from input records with a generator (``register_augmenters``):
+    ``augment(records, generate, options) -> Iterable[record]``. ``version`` is recorded in the
+    provenance of every record it writes; ``options`` validates its settings."""
+
+    augment: Callable[..., Iterable[Any]]
+    description: str = ""
+    options: type[BaseModel] | None = None
+    version: str = "1"
+
+
+# registry kind -> the type its entries must have (config sections are pydantic model classes)
+TYPES: dict[str, type] = {
+    "dataset_format": DatasetFormat,
+    "chat_template": ChatTemplate,
+    "model_patch": ModelPatch,
+    "method": Method,
+    "loss": Loss,
+    "reward_function": RewardFunction,
+    "generator": Generator,
+    "augmenter": Augmenter,
+}

@@ -1,99 +1,150 @@
-"""The contract between `oa` packages and plugins.
+"""The contract between `oa` packages and plugins: every extension point is one hook below.
 
-Every extension point of `oa` is one hook below. A plugin is a module (or object) with functions
-decorated by ``@hookimpl`` whose names match these specs; it is found through the ``oa`` entry-point
-group::
+A plugin is a module (or object) with functions decorated by ``@hookimpl`` whose names match these
+specs, found through the ``oa`` entry-point group::
 
     # pyproject.toml of a third-party plugin
     [project.entry-points.oa]
     my_plugin = "my_package.plugin"
 
     # my_package/plugin.py
-    from oa_core import hookimpl
+    from oa_core import RewardFunction, hookimpl
 
     @hookimpl
     def register_reward_functions(register):
-        register("has_answer", lambda prompts, completions, **kw: [float("####" in c) for c in completions])
+        register("has_answer", RewardFunction(lambda prompts, completions, **kw: [float("####" in c) for c in completions]))
 
-All ``register_*`` hooks receive a ``register(name, obj, **info)`` callable. The plugin manager calls
-each plugin's implementation separately, so every registered name knows the plugin and distribution
-that provided it; a name registered twice is an error naming both providers. Built-in formats,
-templates, patches, losses, rewards and methods of the ``oa-*`` packages register through these same
-hooks.
+``register_*`` hooks receive ``register(name, obj, **info)``; ``obj`` must be of the type the hook names
+(from :mod:`oa_core.extensions`). The plugin manager calls each plugin's implementation separately, so every
+registered name knows the plugin and distribution that provided it; a name registered twice is an error
+naming both. Built-ins of the ``oa-*`` packages register through these same hooks. ``docs/plugins.md`` has
+a runnable example for every hook.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("oa")
+hookimpl = pluggy.HookimplMarker("oa")
+
+Register = Callable[..., None]  # register(name: str, obj, **info)
+
+
+def _registers(kind: str):
+    """Mark a ``register_*`` spec with the registry kind its entries get."""
+
+    def mark(spec):
+        spec.oa_kind = kind
+        return spec
+
+    return mark
+
+
+# ---------------------------------------------------------------- data
 
 
 @hookspec
-def register_dataset_formats(register):
-    """Register dataset formats: ``register(name, DatasetFormat(...))``.
+@_registers("dataset_format")
+def register_dataset_formats(register: Register) -> None:
+    """Register :class:`~oa_core.extensions.DatasetFormat` objects: raw rows -> core records (``oa_core.schema``).
 
-    A format turns one raw row (a dict read from jsonl/json/csv/parquet/arrow or a hub dataset) into
-    one core record (see ``oa_core.schema``), e.g. ``alpaca`` → ``Conversation``. Its field names can be
-    remapped per dataset in the run config (``field_map``).
+    A dataset entry of a run config names its format (``datasets: [{path: ..., format: NAME}]``).
     """
 
 
 @hookspec
-def register_chat_templates(register):
-    """Register named chat templates: ``register(name, ChatTemplate(...))`` (jinja text rendered in a
-    sandboxed environment, plus the markers the masker needs)."""
+@_registers("chat_template")
+def register_chat_templates(register: Register) -> None:
+    """Register named :class:`~oa_core.extensions.ChatTemplate` objects (``data.chat_template: NAME``)."""
+
+
+# ---------------------------------------------------------------- models
 
 
 @hookspec
-def register_model_patches(register):
-    """Register model patches: ``register(name, ModelPatch(...))``.
+@_registers("model_patch")
+def register_model_patches(register: Register) -> None:
+    """Register :class:`~oa_core.extensions.ModelPatch` objects, applied by name from ``model.patches``.
 
-    A patch declares the model architectures (``config.model_type`` values) it supports and an
-    ``apply(model, options)`` that swaps modules or functions in place (Triton kernels, attention
-    implementations). Patches are applied by name from the run config and listed in the run manifest.
+    A patch declares the ``config.model_type`` values it supports and swaps modules or functions of a
+    loaded model in place (Triton kernels, attention). What it did goes into the run manifest.
+    """
+
+
+# ---------------------------------------------------------------- training
+
+
+@hookspec
+@_registers("method")
+def register_methods(register: Register) -> None:
+    """Register training methods: :class:`~oa_core.extensions.Method` (a config model for the ``train:``
+    section + an objective for oa-train's shared loop). ``oa train CONFIG`` dispatches on ``method:``."""
+
+
+@hookspec
+@_registers("loss")
+def register_losses(register: Register) -> None:
+    """Register :class:`~oa_core.extensions.Loss` functions, which methods select by name."""
+
+
+@hookspec
+@_registers("reward_function")
+def register_reward_functions(register: Register) -> None:
+    """Register :class:`~oa_core.extensions.RewardFunction` objects scoring completions (RL, rejection sampling)."""
+
+
+# ---------------------------------------------------------------- generation and augmentation
+
+
+@hookspec
+@_registers("generator")
+def register_generators(register: Register) -> None:
+    """Register :class:`~oa_core.extensions.Generator` backends (local model, inference server, API)."""
+
+
+@hookspec
+@_registers("augmenter")
+def register_augmenters(register: Register) -> None:
+    """Register :class:`~oa_core.extensions.Augmenter` objects: records -> new records written by an LLM."""
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@hookspec
+@_registers("config_section")
+def register_config_sections(register: Register) -> None:
+    """Register top-level run-config sections: ``register(name, PydanticModel)``.
+
+    A section is validated strictly like the rest of the config, appears in ``oa config schema``, and is
+    read with ``run_config.section(name, PydanticModel)``.
     """
 
 
 @hookspec
-def register_losses(register):
-    """Register training losses: ``register(name, fn, kind="sft"|"preference"|"reward")``."""
+def check_config(config: Any) -> list[tuple[str, str]]:
+    """Check rules that span sections of a validated run config (``config``: the ``RunConfig`` with every
+    section); return ``(key.path, message)`` problems. ``oa config validate`` and ``oa train`` report all
+    problems of all plugins at once, each with the file that set the key. Read the config only: no models,
+    no network."""
+
+
+# ---------------------------------------------------------------- command line
 
 
 @hookspec
-def register_reward_functions(register):
-    """Register RL reward functions: ``register(name, fn)`` with
-    ``fn(prompts: list[str], completions: list[str], **columns) -> list[float]``."""
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``oa`` command line; ``cli`` is the root ``click.Group``.
 
-
-@hookspec
-def register_augmenters(register):
-    """Register data augmenters: ``register(name, Augmenter(...))`` (LLM-driven rewriting, translation,
-    answer generation; used by ``oa augment``)."""
-
-
-@hookspec
-def register_methods(register):
-    """Register training methods: ``register(name, Method(config=PydanticModel, run=callable))``.
-
-    ``oa train CONFIG`` dispatches on the config's ``method:``; the method's pydantic model validates
-    the ``train:`` section.
+    A plugin whose commands fail to load is reported by name; other commands keep working.
     """
 
 
-@hookspec
-def register_config_sections(register):
-    """Register plugin-contributed top-level config sections: ``register(name, PydanticModel)``.
-
-    The section is validated with ``extra="forbid"`` like the rest of the config and appears in
-    ``oa config schema``.
-    """
-
-
-@hookspec
-def register_commands(cli):
-    """Add commands to the ``oa`` command line: ``cli`` is the root ``click.Group``.
-
-    Packages add their command groups here (``oa train``, ``oa data``, ``oa infer`` ...). A plugin whose
-    commands fail to load is reported by name; other commands keep working.
-    """
+KINDS: dict[str, str] = {
+    name: spec.oa_kind for name, spec in list(globals().items()) if callable(spec) and hasattr(spec, "oa_kind")
+}
+"""Hook name -> registry kind, for every ``register_*`` hook that fills the registry."""

@@ -18,23 +18,11 @@ import pluggy
 
 from oa_core import hookspecs
 from oa_core.errors import OAError, PluginError
+from oa_core.extensions import TYPES
+from oa_core.hookspecs import KINDS
 
 ENTRY_POINT_GROUP = "oa"
 DISABLE_ENV = "OA_DISABLE_PLUGINS"
-
-hookimpl = pluggy.HookimplMarker("oa")
-
-# hook name -> registry kind
-KINDS: dict[str, str] = {
-    "register_dataset_formats": "dataset_format",
-    "register_chat_templates": "chat_template",
-    "register_model_patches": "model_patch",
-    "register_losses": "loss",
-    "register_reward_functions": "reward_function",
-    "register_augmenters": "augmenter",
-    "register_methods": "method",
-    "register_config_sections": "config_section",
-}
 
 
 @dataclass(frozen=True)
@@ -71,6 +59,19 @@ class Registry:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS.values()}
         self.duplicates: dict[tuple[str, str], list[Provider]] = {}
         self.failures: list[Failure] = []
+        self.config_checks: list[tuple[Provider, Any]] = []  # check_config implementations
+
+    def check_config(self, config: Any) -> list[tuple[str, str]]:
+        """``(key.path, message)`` problems from every ``check_config`` implementation; one that raises
+        is reported as a problem naming its plugin."""
+        problems: list[tuple[str, str]] = []
+        for provider, check in self.config_checks:
+            try:
+                problems.extend((str(key), str(msg)) for key, msg in check(config) or ())
+            except Exception as e:
+                problems.append(("<plugins>", f"plugin '{provider.plugin}' ({provider.distribution}) failed in "
+                                              f"check_config: {_one_line(e)}"))
+        return problems
 
     def add(self, entry: Entry) -> None:
         known = self._entries[entry.kind].get(entry.name)
@@ -156,14 +157,30 @@ class PluginManager:
         for hook_name, kind in KINDS.items():
             for impl, provider in self.hook_impls(hook_name):
 
-                def register(name: str, obj: Any, _kind=kind, _provider=provider, **info) -> None:
-                    reg.add(Entry(_kind, name, obj, _provider, info))
+                def register(name: str, obj: Any, _kind=kind, _provider=provider, _hook=hook_name, **info) -> None:
+                    wrong = _type_problem(_kind, name, obj)
+                    if wrong:  # this entry is left out; the plugin's other entries still register
+                        reg.failures.append(Failure(_provider.plugin, _provider.distribution, _hook, wrong))
+                    else:
+                        reg.add(Entry(_kind, name, obj, _provider, info))
 
                 try:
                     impl.function(*[register for _ in impl.argnames])
                 except Exception as e:
                     reg.failures.append(Failure(provider.plugin, provider.distribution, hook_name, _one_line(e)))
+        reg.config_checks = [(provider, impl.function) for impl, provider in self.hook_impls("check_config")]
         return reg
+
+
+def _type_problem(kind: str, name: str, obj: Any) -> str | None:
+    """Why ``obj`` cannot be registered as ``kind`` (None if it can)."""
+    from pydantic import BaseModel
+
+    if kind == "config_section":
+        ok, want = isinstance(obj, type) and issubclass(obj, BaseModel), "a pydantic model class"
+    else:
+        ok, want = isinstance(obj, TYPES[kind]), f"an oa_core.extensions.{TYPES[kind].__name__}"
+    return None if ok else f"{kind.replace('_', ' ')} '{name}' must be {want}, not {type(obj).__name__}"
 
 
 def _one_line(e: BaseException) -> str:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config value (repeatable)."
-)
+from oa_cli.options import set_option
+
 split_option = click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True)
 
 
@@ -19,11 +18,12 @@ def add_commands(cli: click.Group) -> None:
 
 
 def _load(config: str, overrides: tuple[str, ...]):
+    """The validated run config and its prepared tokenizer (as training prepares it)."""
     from oa_core.config import load_config
-    from oa_data.tokenizer import load_tokenizer
+    from oa_data.tokenizer import prepare_run_tokenizer
 
     cfg = load_config(config, list(overrides)).config
-    return cfg, load_tokenizer(cfg.tokenizer, cfg.model)
+    return cfg, prepare_run_tokenizer(cfg)
 
 
 def _specs(cfg, split: str):
@@ -47,17 +47,18 @@ def preview(config: str, num: int, split: str, overrides: tuple[str, ...]) -> No
     from rich.text import Text as RichText
 
     from oa_data.mixing import mix
-    from oa_data.pipeline import data_settings, load_sources, prepare_tokenizer_and_template
+    from oa_data.pipeline import load_sources
+    from oa_data.settings import DataSettings
     from oa_data.tokenize import IGNORE_INDEX, encode_record
     from oa_data.truncation import truncate
 
-    cfg, tokenizer = _load(config, overrides)
-    settings = data_settings(cfg)
+    cfg, run_tokenizer = _load(config, overrides)
+    tokenizer, template = run_tokenizer.tokenizer, run_tokenizer.template
+    settings = cfg.section("data", DataSettings)
     sources = load_sources(_specs(cfg, split), settings, progress=False)
     records, _ = mix(sources, cfg.seed)
-    template, changes = prepare_tokenizer_and_template(cfg, tokenizer, records[:num])
     console = Console(soft_wrap=True, highlight=False)
-    for note in changes.notes:
+    for note in run_tokenizer.notes:
         console.print(f"[yellow]tokenizer:[/yellow] {note}")
     if template is not None:
         console.print(f"[bold]template:[/bold] {template.name}  end of turn: {template.end_of_turn!r}")
@@ -90,15 +91,15 @@ def validate(config: str, split: str, overrides: tuple[str, ...]) -> None:
     from tqdm.auto import tqdm
 
     from oa_core.errors import OAError
-    from oa_data.pipeline import data_settings, load_sources, prepare_tokenizer_and_template
+    from oa_data.pipeline import load_sources
+    from oa_data.settings import DataSettings
     from oa_data.tokenize import encode_record
 
-    cfg, tokenizer = _load(config, overrides)
-    settings = data_settings(cfg)
+    cfg, run_tokenizer = _load(config, overrides)
+    tokenizer, template = run_tokenizer.tokenizer, run_tokenizer.template
+    settings = cfg.section("data", DataSettings)
     sources = load_sources(_specs(cfg, split), settings, strict=False)
     problems = [e for _, loaded in sources for e in loaded.errors]
-    all_records = [r for _, loaded in sources for r in loaded.records]
-    template, _ = prepare_tokenizer_and_template(cfg, tokenizer, all_records)
     checked = 0
     for _, loaded in sources:
         for i, record in enumerate(tqdm(loaded.records, desc=f"checking {loaded.source}", leave=False)):
@@ -124,9 +125,9 @@ def stats(config: str, split: str, no_cache: bool, overrides: tuple[str, ...]) -
     """Counts, length histogram, supervised fraction and packing efficiency of the prepared data."""
     from oa_data.pipeline import prepare_split
 
-    cfg, tokenizer = _load(config, overrides)
+    cfg, run_tokenizer = _load(config, overrides)
     _specs(cfg, split)
-    prepared = prepare_split(cfg, tokenizer, split, use_cache=not no_cache)
+    prepared = prepare_split(cfg, run_tokenizer, split, use_cache=not no_cache)
     for line in prepared.report.lines():
         click.echo(line)
     lengths = [len(x) for x in prepared.dataset["input_ids"]]

@@ -12,13 +12,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from oa_core.config import DatasetSpec
+from oa_core.config import DatasetSpec, RunConfig
 from oa_core.errors import OAError, RecordError
-from oa_core.schema import Text
 from oa_data.loading import LoadedSource, data_files, load_records
 from oa_data.mixing import MixReport, mix
 from oa_data.settings import DataSettings
 from oa_data.tokenize import Encoded, SupervisionReport, encode_record, encode_records, reencoder
+from oa_data.tokenizer import RunTokenizer
 from oa_data.truncation import TruncationReport, truncate
 
 COLUMNS = ("input_ids", "labels", "position_ids")
@@ -55,31 +55,9 @@ class PreparedSplit:
     from_cache: bool = False
 
 
-def data_settings(cfg: Any) -> DataSettings:
-    return getattr(cfg, "data", None) or DataSettings()
-
-
 def load_sources(specs: list[DatasetSpec], settings: DataSettings, *, strict: bool = True,
                  progress: bool | None = None) -> list[tuple[DatasetSpec, LoadedSource]]:
     return [(spec, load_records(spec, strict=strict, num_proc=settings.num_proc, progress=progress)) for spec in specs]
-
-
-def needs_template(records: list[Any]) -> bool:
-    return any(not isinstance(r, Text) for r in records)
-
-
-def prepare_tokenizer_and_template(cfg: Any, tokenizer: Any, records: list[Any] | None = None):
-    """Resolve the chat template and add its special tokens and ``data.add_special_tokens`` (and a pad
-    distinct from eos) to ``tokenizer`` in place. Returns ``(template or None, TokenizerChanges)``."""
-    from oa_data.special_tokens import prepare_tokenizer
-    from oa_data.templates import resolve_template
-
-    settings = data_settings(cfg)
-    template = None
-    if records is None or needs_template(records):
-        template = resolve_template(settings, tokenizer)
-    changes = prepare_tokenizer(tokenizer, settings.add_special_tokens, template)
-    return template, changes
 
 
 def _origins(sources: list[tuple[DatasetSpec, LoadedSource]]) -> dict[int, tuple[int, int]]:
@@ -173,10 +151,10 @@ def template_text(template: Any) -> str | None:
     return json.dumps([template.jinja, template.end_of_turn, dict(template.variables)], sort_keys=True, default=str)
 
 
-def cache_key(cfg: Any, specs: list[DatasetSpec], tokenizer: Any, template_text: str | None, split: str, epoch: int) -> str:
+def cache_key(cfg: RunConfig, specs: list[DatasetSpec], tokenizer: Any, template_text: str | None, split: str, epoch: int) -> str:
     from oa_data.cache import fingerprint
 
-    settings = data_settings(cfg)
+    settings = cfg.section("data", DataSettings)
     files = [f for spec in specs for f in (data_files(spec.path) or [spec.path])]
     options = {
         "split": split,
@@ -191,20 +169,17 @@ def cache_key(cfg: Any, specs: list[DatasetSpec], tokenizer: Any, template_text:
     return fingerprint(files, tok_dir, template_text, options)
 
 
-def prepare_split(cfg: Any, tokenizer: Any, split: str = "train", *, epoch: int = 0, use_cache: bool = True,
-                  progress: bool | None = None) -> PreparedSplit | None:
+def prepare_split(cfg: RunConfig, run_tokenizer: RunTokenizer, split: str = "train", *, epoch: int = 0,
+                  use_cache: bool = True, progress: bool | None = None) -> PreparedSplit | None:
     """Tokenized dataset of one split (``train``: ``datasets``, ``eval``: ``eval_datasets``); None if empty.
-
-    The tokenizer must already be prepared (:func:`prepare_tokenizer_and_template`); this function
-    does it again idempotently.
-    """
+    ``run_tokenizer`` comes from :func:`oa_data.tokenizer.prepare_run_tokenizer` (the tokenizer is not changed)."""
     import datasets
 
-    settings = data_settings(cfg)
+    settings = cfg.section("data", DataSettings)
     specs = list(cfg.datasets if split == "train" else cfg.eval_datasets)
     if not specs:
         return None
-    template = prepare_split_tokenizer(cfg, tokenizer, specs).template
+    tokenizer, template = run_tokenizer.tokenizer, run_tokenizer.template
     key = cache_key(cfg, specs, tokenizer, template_text(template), split, epoch) if use_cache else None
     meta_name = "oa_report.json"
 
@@ -237,29 +212,6 @@ def prepare_split(cfg: Any, tokenizer: Any, split: str = "train", *, epoch: int 
 
 
 @dataclass
-class SplitTokenizer:
-    template: Any  # None when every source is plain text
-    added: list[str]
-
-
-def prepare_split_tokenizer(cfg: Any, tokenizer: Any, specs: list[DatasetSpec] | None = None) -> SplitTokenizer:
-    """Prepare ``tokenizer`` for the chat sources of ``specs`` (default: ``cfg.datasets``), idempotently;
-    plain-text data needs no template. Returns the template and the tokens added now."""
-    specs = list(cfg.datasets) if specs is None else specs
-    if not _any_chat(specs):
-        return SplitTokenizer(None, [])
-    template, changes = prepare_tokenizer_and_template(cfg, tokenizer)
-    return SplitTokenizer(template, list(changes.added))
-
-
-def _any_chat(specs: list[DatasetSpec]) -> bool:
-    from oa_core.plugins import get_registry
-
-    reg = get_registry()
-    return any(reg.get("dataset_format", s.format).record_type is not Text for s in specs)
-
-
-@dataclass
 class CachedReport:
     """The report of a split loaded from the cache (its lines, as written when it was built)."""
 
@@ -270,12 +222,12 @@ class CachedReport:
         return [*self.saved_lines, "  (loaded from the tokenized cache)"]
 
 
-def build_sft_datasets(cfg: Any, tokenizer: Any, *, epoch: int = 0, progress: bool | None = None):
-    """``(train, eval)`` datasets of ``input_ids``/``labels`` (+ ``position_ids``) for the SFT recipe."""
-    train = prepare_split(cfg, tokenizer, "train", epoch=epoch, progress=progress)
+def build_sft_datasets(cfg: RunConfig, run_tokenizer: RunTokenizer, *, epoch: int = 0, progress: bool | None = None):
+    """``(train, eval)`` datasets of ``input_ids``/``labels`` (+ ``position_ids``) for SFT and pretraining."""
+    train = prepare_split(cfg, run_tokenizer, "train", epoch=epoch, progress=progress)
     if train is None:
         raise OAError("no training data: the config has no `datasets`", hint="add at least one entry under datasets:")
-    evaluation = prepare_split(cfg, tokenizer, "eval", epoch=epoch, progress=progress)
+    evaluation = prepare_split(cfg, run_tokenizer, "eval", epoch=epoch, progress=progress)
     return train.dataset, (evaluation.dataset if evaluation else None)
 
 
@@ -285,5 +237,4 @@ __all__ = [
     "SplitReport",
     "build_sft_datasets",
     "prepare_split",
-    "prepare_tokenizer_and_template",
 ]

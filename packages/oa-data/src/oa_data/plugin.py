@@ -28,6 +28,13 @@ def register_config_sections(register):
 
 
 @hookimpl
+def check_config(config):
+    from oa_data.settings import check_data_config
+
+    return check_data_config(config)
+
+
+@hookimpl
 def register_commands(cli):
     from oa_data.cli import add_commands
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from oa_core.config import RegistryRef
 
 
 class _Strict(BaseModel):
@@ -23,7 +25,9 @@ class DataSettings(_Strict):
     """How records become token sequences: template, loss mask, truncation, packing, mixing, cache."""
 
     # templates (chat_template: a built-in name or "tokenizer"; chat_template_jinja: inline text or a file)
-    chat_template: str | None = Field(None, description="built-in name (chatml, llama-3, oasst) or 'tokenizer'")
+    chat_template: Annotated[str, RegistryRef("chat_template", also=("tokenizer",))] | None = Field(
+        None, description="a registered template (chatml, llama-3, oasst, llama-2; oa plugins list --kind chat_template) "
+        "or 'tokenizer' (the tokenizer's own); default: the tokenizer's own")
     chat_template_jinja: str | None = Field(None, description="jinja template text or path to a .jinja file")
     role_tag_mapping: dict[str, str] | None = Field(None, description="turbo-style: role -> tag")
     prefix_template: str | None = Field(None, description="turbo-style, with {role}, e.g. '<|im_start|>{role}\\n'")
@@ -61,3 +65,19 @@ class DataSettings(_Strict):
         if self.min_length > self.max_length:
             raise ValueError(f"min_length ({self.min_length}) exceeds max_length ({self.max_length})")
         return self
+
+
+def check_data_config(cfg) -> list[tuple[str, str]]:
+    """Rules between ``data:`` and the dataset entries (the ``check_config`` hook of oa-data)."""
+    settings = cfg.section("data", DataSettings)
+    problems = []
+    for group in ("datasets", "eval_datasets"):
+        for i, spec in enumerate(getattr(cfg, group)):
+            key = f"{group}.{i}"
+            if settings.packing and spec.max_length and spec.max_length > settings.max_length:
+                problems.append((f"{key}.max_length", f"{spec.max_length} exceeds data.max_length {settings.max_length}, "
+                                 "the length of a packed row (lower it, or raise data.max_length)"))
+            low, high = spec.min_length or settings.min_length, spec.max_length or settings.max_length
+            if low > high:
+                problems.append((f"{key}.min_length", f"{low} exceeds this dataset's max_length {high}"))
+    return problems

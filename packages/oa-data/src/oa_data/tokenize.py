@@ -26,7 +26,7 @@ import numpy as np
 
 from oa_core.errors import OAError, RecordError
 from oa_core.schema import Conversation, Message, PreferencePair, PromptCompletion, Text
-from oa_data.templates import ChatTemplate, TemplateError, template_variables, with_end_of_turn
+from oa_data.templates import ChatTemplate, TemplateError, render, template_variables, with_end_of_turn
 
 IGNORE_INDEX = -100
 _MARK = "\ue000{}\ue001"
@@ -101,7 +101,7 @@ def render_with_spans(messages: Sequence[Message | Mapping], tokenizer: Any, tem
     marked = [i for i, f in enumerate(flags) if f != base]
     eot = template.end_of_turn or with_end_of_turn(template, tokenizer).end_of_turn
     variables = template_variables(tokenizer)
-    text = template.render(msgs, **variables)
+    text = render(template, msgs, **variables)
     spans_a = _spans_from_boundaries(template, msgs, text, marked, eot, variables)
     if not cross_check:
         return Rendering(text, spans_a, spans_a, [], base)
@@ -336,7 +336,7 @@ def _spans_from_boundaries(template, msgs, text, marked, eot, variables) -> dict
         if _RESERVED.search(m["content"]):
             raise TemplateError(f"{_label(i, msgs)}: the content holds a reserved character (U+E000..U+E003)",
                                 hint="remove these private-use characters from the data")
-    probe = template.render([{**m, "content": _MARK.format(i)} for i, m in enumerate(msgs)], **variables)
+    probe = render(template, [{**m, "content": _MARK.format(i)} for i, m in enumerate(msgs)], **variables)
     parts = _MARK_RE.split(probe)
     pieces, ids = parts[0::2], [int(x) for x in parts[1::2]]
     if not text.startswith(pieces[0]) or (not ids and text != pieces[0]):
@@ -372,14 +372,14 @@ def _spans_from_prefixes(template, msgs, text, marked, eot, variables):
     """Method 2: render growing prefixes; returns the spans and the character end of every turn
     (``bounds[0]``: the end of what the template renders before any message)."""
 
-    def render(ms, generation=False):
-        return template.render(ms, generation, **variables)
+    def rendered(ms, generation=False):
+        return render(template, ms, generation, **variables)
 
     preamble = _preamble(template, tuple(sorted(variables.items())))
     bounds = [len(preamble) if text.startswith(preamble) else 0]
     spans = {}
     for i, m in enumerate(msgs):
-        upto = render(msgs[: i + 1])
+        upto = rendered(msgs[: i + 1])
         if not text.startswith(upto):
             raise TemplateError(f"{_label(i, msgs)}: the chat template renders it differently when more messages "
                                 "follow, so its loss mask cannot be cross-checked",
@@ -388,13 +388,13 @@ def _spans_from_prefixes(template, msgs, text, marked, eot, variables):
         if i not in marked:
             continue
         if m["role"] == "assistant":
-            head = render(msgs[:i], True)
+            head = rendered(msgs[:i], True)
             if not upto.startswith(head):
                 raise TemplateError(f"{_label(i, msgs)}: the generation prompt of the chat template does not "
                                     "start the rendered answer", hint="fix the template's add_generation_prompt branch")
             start = len(head)
         else:
-            a, b = (render([*msgs[:i], {**m, "content": d}]) for d in _DUMMY)
+            a, b = (rendered([*msgs[:i], {**m, "content": d}]) for d in _DUMMY)
             start = len(os.path.commonprefix([a, b]))
         stop = upto.rfind(eot)
         if stop < start:
@@ -411,7 +411,7 @@ def _preamble(template: ChatTemplate, variables: tuple) -> str:
     key = (template.jinja, repr(sorted(template.variables.items())), variables)
     if key not in _PREAMBLES:
         try:
-            _PREAMBLES[key] = template.render([], **dict(variables))
+            _PREAMBLES[key] = render(template, [], **dict(variables))
         except TemplateError:
             _PREAMBLES[key] = ""
     return _PREAMBLES[key]

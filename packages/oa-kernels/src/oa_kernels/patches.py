@@ -1,12 +1,16 @@
 """Model patches for HF transformers models: swap the kernels into supported architectures.
 
 Each ``apply_*(model, **options)`` takes the ``kernels:`` section's fields as options, self-tests the
-kernel on the model's shapes and returns a one-line description for the run manifest.
+kernel on the model's shapes and returns a :class:`~oa_core.extensions.PatchResult` (a one-line description for
+the run manifest; whether the kernel is active). ``kernels.fused_linear_ce`` makes the causal LM's forward
+compute the loss from the hidden states when given ``labels`` (logits None), as Liger's ``lce_forward`` does,
+and provides the fused function as ``"linear_ce"``: oa's trainers compute label log-probs through it.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import types
 
@@ -14,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from oa_core.errors import OAError
+from oa_core.extensions import PatchResult
 from oa_kernels import architectures, reference
 from oa_kernels.activations import GELU, bias_gelu, geglu, gelu
 from oa_kernels.linear_ce import fused_linear_cross_entropy
@@ -48,9 +53,13 @@ def _dtype(model) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def _finish(name: str, done: str) -> str:
+def _finish(name: str, done: str, applied: bool = True, provides: dict | None = None) -> PatchResult:
     log_active()
-    return f"{name}: {done} [{ACTIVE.get(name, 'off')}]"
+    return PatchResult(f"{name}: {done} [{ACTIVE.get(name, 'off')}]", applied, provides or {})
+
+
+def _off(name: str) -> PatchResult:
+    return PatchResult(f"{name}: off (kernels.{name}: false)", applied=False)
 
 
 # ---------------------------------------------------------------- GELU / bias+GELU
@@ -78,10 +87,10 @@ def _bias_fused_forward(module):
     return None
 
 
-def apply_gelu(model, **options) -> str:
+def apply_gelu(model, **options) -> PatchResult:
     settings = settings_from(options)
     if not settings.gelu:
-        return "gelu: off (kernels.gelu: false)"
+        return _off("gelu")
     found = [(parent, name, v) for parent in model.modules() for name, child in parent.named_children()
              if (v := gelu_variant(child)) is not None]
     if not found:
@@ -98,7 +107,7 @@ def apply_gelu(model, **options) -> str:
                        relative_error(bias_gelu(x, bias, v), reference.bias_gelu(x, bias, v))) for v in variants)
 
     if not run_self_test("gelu", settings, test_device(model), check):
-        return _finish("gelu", "not applied")
+        return _finish("gelu", "not applied", applied=False)
     fused = 0
     for parent, name, v in found:
         setattr(parent, name, GELU(v))
@@ -117,10 +126,10 @@ def _geglu_mlp_forward(self, x):
     return self.down_proj(geglu(self.gate_proj(x), self.up_proj(x), self.act_fn_variant))
 
 
-def apply_geglu(model, **options) -> str:
+def apply_geglu(model, **options) -> PatchResult:
     settings = settings_from(options)
     if not settings.geglu:
-        return "geglu: off (kernels.geglu: false)"
+        return _off("geglu")
     mlps = [m for m in model.modules() if all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn"))
             and gelu_variant(m.act_fn) is not None]
     if not mlps:
@@ -134,7 +143,7 @@ def apply_geglu(model, **options) -> str:
         return max(relative_error(geglu(a, b, v), reference.geglu(a, b, v)) for v in variants)
 
     if not run_self_test("geglu", settings, test_device(model), check):
-        return _finish("geglu", "not applied")
+        return _finish("geglu", "not applied", applied=False)
     for m in mlps:
         m.act_fn_variant = gelu_variant(m.act_fn)
         m.forward = types.MethodType(_geglu_mlp_forward, m)
@@ -162,10 +171,10 @@ def _rotary(model):
                   hint="check model.patches; this model may not use RoPE")
 
 
-def apply_rope(model, **options) -> str:
+def apply_rope(model, **options) -> PatchResult:
     settings = settings_from(options)
     if not settings.rope:
-        return "rope: off (kernels.rope: false)"
+        return _off("rope")
     module = _modeling_module(model)
     original = _ORIGINAL_ROPE.get(module, module.apply_rotary_pos_emb)
     rotary, cfg = _rotary(model), model.config
@@ -185,7 +194,7 @@ def apply_rope(model, **options) -> str:
         return max(relative_error(g, w) for g, w in zip(got, want, strict=True))
 
     if not run_self_test("rope", settings, test_device(model), check):
-        return _finish("rope", "not applied")
+        return _finish("rope", "not applied", applied=False)
     _ORIGINAL_ROPE.setdefault(module, original)
     module.apply_rotary_pos_emb = hf_apply_rotary_pos_emb
     return _finish("rope", f"{module.__name__}.apply_rotary_pos_emb replaced (every such model in this process)")
@@ -225,8 +234,7 @@ def _fused_ce_forward(self, input_ids=None, labels=None, shift_labels=None, num_
         shift_labels = F.pad(labels, (0, 1), value=-100)[..., 1:]
     hidden = out.last_hidden_state
     reduction = "sum" if num_items_in_batch is not None else "mean"
-    opts = getattr(self, "_oa_linear_ce_options", {})
-    loss = fused_linear_cross_entropy(hidden, head.weight, shift_labels.to(hidden.device), reduction=reduction, **opts)
+    loss = self._oa_linear_ce(hidden, head.weight, shift_labels.to(hidden.device), reduction=reduction)
     if num_items_in_batch is not None:
         loss = loss / num_items_in_batch
     return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=getattr(out, "past_key_values", None),
@@ -234,10 +242,10 @@ def _fused_ce_forward(self, input_ids=None, labels=None, shift_labels=None, num_
                                   attentions=getattr(out, "attentions", None))
 
 
-def apply_fused_linear_ce(model, **options) -> str:
+def apply_fused_linear_ce(model, **options) -> PatchResult:
     settings = settings_from(options)
     if not settings.fused_linear_ce:
-        return "fused_linear_ce: off (kernels.fused_linear_ce: false)"
+        return _off("fused_linear_ce")
     _, head = _causal_lm_parts(model)
 
     def check(device):
@@ -248,29 +256,32 @@ def apply_fused_linear_ce(model, **options) -> str:
         return relative_error(fused_linear_cross_entropy(h, w, labels), reference.linear_cross_entropy(h, w, labels))
 
     if not run_self_test("fused_linear_ce", settings, test_device(model), check):
-        return _finish("fused_linear_ce", "not applied")
-    model._oa_linear_ce_options = {"vocab_parts": settings.linear_ce_vocab_parts,
-                                   "chunk_size": settings.linear_ce_chunk_size}
+        return _finish("fused_linear_ce", "not applied", applied=False)
+    linear_ce = functools.partial(fused_linear_cross_entropy, vocab_parts=settings.linear_ce_vocab_parts,
+                                  chunk_size=settings.linear_ce_chunk_size)
+    model._oa_linear_ce = linear_ce
     if not hasattr(model, "_oa_unfused_forward"):
         model._oa_unfused_forward = model.forward
         model.forward = types.MethodType(_fused_ce_forward, model)
-    return _finish("fused_linear_ce", "loss from hidden states and the LM head in chunks; logits=None with labels")
+    return _finish("fused_linear_ce", "loss from hidden states and the LM head in chunks; logits=None with labels",
+                   provides={"linear_ce": linear_ce})
 
 
 APPLY = {"geglu": apply_geglu, "gelu": apply_gelu, "rope": apply_rope, "fused_linear_ce": apply_fused_linear_ce}
 
 
-def apply_all(model, **options) -> str:
+def apply_all(model, **options) -> PatchResult:
     """Every switched-on kernel that this model supports; the others are named as skipped."""
     settings_from(options)
-    done = []
+    results = []
     for name, apply in APPLY.items():
         arch = architectures.BY_KERNEL[name]
         if "*" not in arch and _model_type(model) not in arch:
-            done.append(f"{name}: skipped ({_model_type(model)} not supported)")
+            results.append(PatchResult(f"{name}: skipped ({_model_type(model)} not supported)", applied=False))
             continue
         try:
-            done.append(apply(model, **options))
+            results.append(apply(model, **options))
         except OAError as e:
-            done.append(f"{name}: skipped ({e.message})")
-    return "; ".join(done)
+            results.append(PatchResult(f"{name}: skipped ({e.message})", applied=False))
+    return PatchResult("; ".join(r.description for r in results), any(r.applied for r in results),
+                       {k: v for r in results for k, v in r.provides.items()})

@@ -22,7 +22,7 @@ PATCHES = {
 
 
 def _lazy(function_name: str):
-    def apply(model, **options) -> str:
+    def apply(model, **options):
         from oa_kernels import patches
 
         return getattr(patches, function_name)(model, **options)

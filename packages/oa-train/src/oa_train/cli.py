@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from oa_cli.options import set_option
 from oa_core.errors import OAError
-from oa_data.cli import set_option
 
 
 def add_commands(cli: click.Group) -> None:
@@ -24,8 +24,8 @@ def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_
           accelerate_config: str | None) -> None:
     """Train as CONFIG says (method: sft, pretrain, ...); writes into its output_dir."""
     from oa_core.config import load_config
-    from oa_core.plugins import get_registry
     from oa_train.launch import in_worker, launch
+    from oa_train.training.loop import train as train_loop
 
     overrides = [*overrides, *([f"train.resume_from={resume}"] if resume else [])]
     loaded = load_config(config_file, overrides)  # validate before starting any worker
@@ -35,5 +35,4 @@ def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_
         if rc:
             raise OAError(f"training failed in a worker process (exit code {rc})", hint="see the worker output above")
         return
-    method = get_registry().get("method", loaded.config.method)
-    method.run(loaded)
+    train_loop(loaded)

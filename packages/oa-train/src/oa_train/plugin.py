@@ -1,5 +1,5 @@
 """Hook implementations of oa_train (registered through the `oa` entry point). Nothing heavy is imported
-here: the SFT config is pure pydantic and the recipe (torch, transformers) loads when a run starts."""
+here: configs are pure pydantic, and the objectives (torch, transformers) load when a run starts."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from oa_core import hookimpl
 from oa_core.extensions import Method
 
 
-def _run_sft(loaded, **kwargs):
-    from oa_train.sft.recipe import run_sft
+def _sft_objective():
+    from oa_train.sft.objective import SFTObjective
 
-    return run_sft(loaded, **kwargs)
+    return SFTObjective()
 
 
 @hookimpl
 def register_methods(register):
     from oa_train.sft.config import SFTConfig
 
-    register("sft", Method(config=SFTConfig, run=_run_sft, description="supervised fine-tuning (packed or padded)"))
-    register("pretrain", Method(config=SFTConfig, run=_run_sft, description="continued pretraining on text data (SFT recipe)"))
+    register("sft", Method(SFTConfig, _sft_objective, "supervised fine-tuning (packed or padded)"))
+    register("pretrain", Method(SFTConfig, _sft_objective, "continued pretraining on text data (the SFT objective)"))
 
 
 @hookimpl
@@ -26,6 +26,13 @@ def register_config_sections(register):
     from oa_train.model.settings import register_sections
 
     register_sections(register)
+
+
+@hookimpl
+def check_config(config):
+    from oa_train.checks import check_run_config
+
+    return check_run_config(config)
 
 
 @hookimpl

@@ -115,7 +115,7 @@ def sections_registry():
 
         @hookimpl
         def register_methods(self, register):
-            register("noop", Method(config=NoopTrain, run=lambda *a: None))
+            register("noop", Method(config=NoopTrain, objective=lambda: None))
 
     pm = PluginManager(entry_points=False)
     pm.register(SectionsPlugin(), "sections-test")

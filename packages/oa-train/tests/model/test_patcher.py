@@ -3,7 +3,7 @@ import torch
 
 from oa_core import hookimpl
 from oa_core.errors import OAError, PluginError
-from oa_core.extensions import ModelPatch
+from oa_core.extensions import ModelPatch, PatchResult
 from oa_core.plugins import PluginManager, Provider
 from oa_train.model.patcher import apply_patches
 
@@ -38,17 +38,37 @@ def _logits(model):
 def test_patch_applied_by_name_and_listed_for_the_manifest(load, registry):
     model = load("llama_untied")
     before = _logits(model)
-    manifest = apply_patches(model, ["scale_mlp"], registry, options={"scale_mlp": {"factor": 3.0}})
+    manifest, provides = apply_patches(model, ["scale_mlp"], registry, options={"scale_mlp": {"factor": 3.0}})
     assert manifest == [
         {
             "name": "scale_mlp",
             "provider": "oa-test-patches",
             "version": "1.2.3",
             "plugin": "patches-test",
+            "applied": True,
+            "provides": [],
             "description": "scaled 2 MLP outputs by 3.0",
         }
     ]
-    assert not torch.allclose(before, _logits(model))
+    assert provides == {} and not torch.allclose(before, _logits(model))
+
+
+def test_a_patch_result_says_whether_it_applied_and_what_it_provides(load):
+    def head_ce(hidden, weight, labels, reduction="sum"):
+        return torch.nn.functional.cross_entropy(hidden @ weight.T, labels, reduction=reduction)
+
+    class Plugin:
+        @hookimpl
+        def register_model_patches(self, register):
+            register("skipped", ModelPatch(apply=lambda model: PatchResult("self-test failed", applied=False)))
+            register("ce", ModelPatch(apply=lambda model: PatchResult("fused CE", provides={"linear_ce": head_ce})))
+
+    pm = PluginManager(entry_points=False)
+    pm.register(Plugin(), "results-test")
+    manifest, provides = apply_patches(load("llama_untied"), ["skipped", "ce"], pm.registry())
+    assert [(m["applied"], m["provides"], m["description"]) for m in manifest] == [
+        (False, [], "self-test failed"), (True, ["linear_ce"], "fused CE")]
+    assert provides == {"linear_ce": head_ce}
 
 
 def test_unsupported_architecture_refused_before_anything_is_applied(load, registry):

@@ -33,11 +33,15 @@ class Plugin:
 
     @hookimpl
     def register_methods(self, register):
-        register("noop", Method(config=NoopTrain, run=lambda *a: None))
+        register("noop", Method(config=NoopTrain, objective=lambda: None))
 
     @hookimpl
     def register_model_patches(self, register):
         register("tag.config", ModelPatch(apply=_tag, architectures=("llama",)))
+
+
+def _parts(prepared):
+    return prepared.model, prepared.tokenizer.tokenizer, prepared.manifest
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +72,7 @@ def test_lora_run_with_new_tokens_and_patch(config, registry, capsys, tmp_path):
         peft={"method": "lora", "target_modules": ["q_proj", "v_proj"]},
         new_tokens={"tokens": [{"token": "<|user|>", "init": "copy", "source": "</s>"}]},
     )
-    model, tokenizer, manifest = prepare_model(cfg, registry)
+    model, tokenizer, manifest = _parts(prepare_model(cfg, registry=registry))
     assert len(tokenizer) == 32001 and model.get_input_embeddings().weight.shape[0] == 32001
     assert model.config.oa_patched == "from-section"
     assert manifest["patches"] == [
@@ -77,6 +81,8 @@ def test_lora_run_with_new_tokens_and_patch(config, registry, capsys, tmp_path):
             "provider": "oa-test",
             "version": "0.0.1",
             "plugin": "prepare-test",
+            "applied": True,
+            "provides": [],
             "description": "tagged the config with from-section",
         }
     ]
@@ -95,11 +101,11 @@ def test_lora_run_with_new_tokens_and_patch(config, registry, capsys, tmp_path):
     with torch.no_grad():
         expected = model.eval()(input_ids=x).logits
     save_adapter(model, tokenizer, tmp_path / "adapter")
-    again, tok2, manifest2 = prepare_model(
+    again, tok2, manifest2 = _parts(prepare_model(
         config(model={"adapter_path": str(tmp_path / "adapter")}, tokenizer={"path": None}),
-        registry,
+        registry=registry,
         show_table=False,
-    )
+    ))
     assert tok2.convert_tokens_to_ids("<|user|>") == 32000
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(input_ids=x).logits, expected)
@@ -107,9 +113,9 @@ def test_lora_run_with_new_tokens_and_patch(config, registry, capsys, tmp_path):
 
 
 def test_full_fine_tuning_with_freezing(config, registry):
-    model, _, manifest = prepare_model(
-        config(freeze={"first_n_layers": 1, "embeddings": True}), registry, show_table=False
-    )
+    model, _, manifest = _parts(prepare_model(
+        config(freeze={"first_n_layers": 1, "embeddings": True}), registry=registry, show_table=False
+    ))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("model.layers.1.") or n == "model.norm.weight" for n in trainable)
     assert manifest["peft"] == "none" and manifest["trainable"]["groups"]["embeddings"]["trainable"] == 0
@@ -138,7 +144,7 @@ def test_full_fine_tuning_with_freezing(config, registry):
 )
 def test_bad_combinations_are_one_line_errors(config, registry, sections, message):
     with pytest.raises(OAError, match=message):
-        prepare_model(config(**sections), registry, show_table=False)
+        prepare_model(config(**sections), registry=registry, show_table=False)
 
 
 def test_saved_adapter_cannot_get_new_tokens(config, registry, tmp_path):
@@ -150,7 +156,7 @@ def test_saved_adapter_cannot_get_new_tokens(config, registry, tmp_path):
     with pytest.raises(
         OAError, match=r"^new_tokens: a saved adapter \(model\.adapter_path\) cannot get new tokens"
     ):
-        prepare_model(cfg, registry, show_table=False)
+        prepare_model(cfg, registry=registry, show_table=False)
 
 
 def test_template_tokens_exist_before_lora_and_train_with_the_adapter(tmp_path, model_dirs, tokenizer_path):
@@ -165,7 +171,7 @@ def test_template_tokens_exist_before_lora_and_train_with_the_adapter(tmp_path, 
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(doc))
-    model, tokenizer, _ = prepare_model(load_config(path).config, show_table=False)
+    model, tokenizer, _ = _parts(prepare_model(load_config(path).config, show_table=False))
     ids = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
     assert min(ids) >= 32000 and model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]

@@ -58,7 +58,8 @@ def test_prepare_model_with_qlora(model_dirs, tokenizer_path, tmp_path, sections
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(doc))
     cfg = load_config(tmp_path / "run.yaml", registry=sections_registry).config
-    model, tokenizer, manifest = prepare_model(cfg, sections_registry, show_table=False)
+    prepared = prepare_model(cfg, registry=sections_registry, show_table=False)
+    model, manifest = prepared.model, prepared.manifest
     assert model.is_loaded_in_4bit and manifest["peft"] == "qlora"
     ids = torch.tensor([[1, 32000, 450, 2]], device=model.device)
     model(input_ids=ids, labels=ids).loss.backward()

@@ -131,34 +131,35 @@ def test_plugin_registers_methods_without_heavy_imports():
 
 def test_per_epoch_resample_draws_a_new_mix_every_epoch(tmp_path, monkeypatch, tiny_model_dir):
     """data.per_epoch_resample: epochs 1 and 2 train on fresh, reproducible draws of a 50% sample."""
-    import oa_train.sft.recipe as recipe
+    import oa_data.pipeline as pipeline
     from oa_core.config import load_config
+    from oa_train.sft import run_sft
 
     seed = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
     (tmp_path / "train.jsonl").write_text("\n".join(seed.read_text().splitlines()[:16]) + "\n")
     cfg = load_config(_write(tmp_path, {
         "method": "sft", "output_dir": str(tmp_path / "out"), "model": {"path": tiny_model_dir, "dtype": "float32"},
         "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca", "sample_rate": 0.5}],
-        "data": {"chat_template": "chatml", "max_length": 512, "per_epoch_resample": True,
+        "data": {"chat_template": "chatml", "max_length": 256, "per_epoch_resample": True,
                  "cache_dir": str(tmp_path / "cache")},
         "train": {"num_epochs": 3, "per_device_batch_size": 8, "logging_steps": 1},
     }))
     drawn = {}
-    real = recipe.default_prepare_data
+    real = pipeline.build_sft_datasets
 
-    def recording(c, tok, epoch=0):
-        train, evaluation = real(c, tok, epoch=epoch)
+    def recording(c, run_tokenizer, epoch=0, **kw):
+        train, evaluation = real(c, run_tokenizer, epoch=epoch, **kw)
         drawn[epoch] = sorted(tuple(r["input_ids"]) for r in train)
         return train, evaluation
 
-    monkeypatch.setattr(recipe, "default_prepare_data", recording)
-    final = recipe.run_sft(cfg)
+    monkeypatch.setattr(pipeline, "build_sft_datasets", recording)
+    final = run_sft(cfg)
     assert final["step"] == 3 and sorted(drawn) == [0, 1, 2]
     assert all(len(rows) == 8 for rows in drawn.values())
     assert len({tuple(rows) for rows in drawn.values()}) == 3  # three different draws
-    from oa_data.tokenizer import load_tokenizer
+    from oa_data.tokenizer import prepare_run_tokenizer
 
-    again = real(cfg.config, load_tokenizer(cfg.config.tokenizer, cfg.config.model), epoch=1)[0]
+    again = real(cfg.config, prepare_run_tokenizer(cfg.config), epoch=1)[0]
     assert sorted(tuple(r["input_ids"]) for r in again) == drawn[1]  # reproducible
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oa_train.sft.recipe import run_sft
+from oa_train.sft import run_sft
 
 
 def test_run_writes_eval_metrics_logs_plot_and_keeps_best(make_config, qa_data):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from oa_train.sft.recipe import run_sft
+from oa_train.sft import run_sft
 from oa_train.training.batching import collate, micro_batches, num_targets
-from oa_train.training.loss import forward_logits, token_losses
 
 # plain SGD without clipping: the update is proportional to the gradient (Adam's and a clipped one are not)
 SGD = {"optimizer": "sgd", "learning_rate": 0.5, "max_grad_norm": None}
@@ -26,7 +25,7 @@ def test_accumulation_equals_larger_batch(make_config, qa_data, weights, tiny_mo
     assert any(not torch.equal(w_big[n], w0[n]) for n in w0), "the step changed nothing"
 
 
-def test_micro_batch_means_would_differ(qa_data, tiny_llama_config):
+def test_micro_batch_means_would_differ(qa_data, tiny_llama_config, target_losses):
     """Control for the test above: the micro-batches have unequal token counts, so averaging per
     micro-batch means (the naive accumulation) gives a different loss than the per-token mean."""
     from transformers import LlamaForCausalLM
@@ -36,7 +35,7 @@ def test_micro_batch_means_would_differ(qa_data, tiny_llama_config):
     train, _ = qa_data
     first_step = micro_batches(8, batch_size=2, seed=7)[:2]  # the micro-batches of the run above (seed 7)
     batches = [collate([train[s.index] for s in mb]) for mb in first_step]
-    sums = [token_losses(forward_logits(model, b), b["labels"])[0].sum() for b in batches]
+    sums = [target_losses(model, b).sum() for b in batches]
     counts = [num_targets(b) for b in batches]
     assert counts[0] != counts[1]
     per_token = sum(sums) / sum(counts)

@@ -26,7 +26,7 @@ def _config(tmp_path, model_dir, name, batch, accumulation, **train) -> str:
         "method": "sft", "seed": 3, "output_dir": str(tmp_path / name), "model": {"path": model_dir, "dtype": "float32"},
         "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca"}],
         "eval_datasets": [{"path": str(tmp_path / "eval.jsonl"), "format": "alpaca"}],
-        "data": {"chat_template": "chatml", "max_length": 512, "cache_dir": str(tmp_path / "cache")},
+        "data": {"chat_template": "chatml", "max_length": 256, "cache_dir": str(tmp_path / "cache")},
         "train": {"max_steps": 2, "per_device_batch_size": batch, "gradient_accumulation_steps": accumulation, "optimizer": "sgd", "max_grad_norm": None, "learning_rate": 0.5,
                   "save_steps": 1, "eval_steps": 2, "logging_steps": 1} | train,
     }

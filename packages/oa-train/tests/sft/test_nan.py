@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from oa_core.errors import OAError
-from oa_train.sft.recipe import run_sft
+from oa_train.sft import run_sft
 
 EXPLODE = dict(max_steps=4, learning_rate=1e30, per_device_batch_size=4, max_grad_norm=None, lr_scheduler="constant")
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from oa_train.training.batching import IGNORE, collate, micro_batches, num_targets
-from oa_train.training.loss import forward_logits, token_losses
 
 
 def _model(tiny_llama_config, attn):
@@ -25,29 +24,29 @@ def _packed(rows):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_row_matches_samples_run_separately(qa_data, tiny_llama_config, attn):
+def test_packed_row_matches_samples_run_separately(qa_data, tiny_llama_config, attn, target_losses):
     model = _model(tiny_llama_config, attn)
     rows = qa_data[0][:3]
-    alone = [token_losses(forward_logits(model, collate([r])), collate([r])["labels"])[0] for r in rows]
+    alone = [target_losses(model, collate([r])) for r in rows]
     batch = collate([_packed(rows[:2]), rows[2]])  # two packed rows + one plain row, flattened
     assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
-    packed = token_losses(forward_logits(model, batch), batch["labels"])[0]
+    packed = target_losses(model, batch)
     torch.testing.assert_close(packed, torch.cat(alone), rtol=1e-5, atol=1e-5)
     assert num_targets(batch) == sum(len(x) for x in alone)
 
     # control: the same tokens without position ids attend across samples and give other losses
     naive = {k: v for k, v in batch.items() if k != "position_ids"}
-    assert not torch.allclose(token_losses(forward_logits(model, naive), naive["labels"])[0], packed, atol=1e-3)
+    assert not torch.allclose(target_losses(model, naive), packed, atol=1e-3)
 
 
-def test_padded_batch_matches_samples_run_separately(qa_data, tiny_llama_config):
+def test_padded_batch_matches_samples_run_separately(qa_data, tiny_llama_config, target_losses):
     model = _model(tiny_llama_config, "sdpa")
     rows = qa_data[0][:4]
     batch = collate(rows, pad_id=0)
     lengths = {len(r["input_ids"]) for r in rows}
     assert len(lengths) > 1 and batch["input_ids"].shape[1] == max(lengths)
-    padded = token_losses(forward_logits(model, batch), batch["labels"])[0]
-    alone = torch.cat([token_losses(forward_logits(model, collate([r])), collate([r])["labels"])[0] for r in rows])
+    padded = target_losses(model, batch)
+    alone = torch.cat([target_losses(model, collate([r])) for r in rows])
     torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
 
 
@@ -68,7 +67,7 @@ def test_first_token_of_each_packed_sample_is_no_target():
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_pose_rows_match_samples_run_alone(qa_data, tiny_llama_config, attn):
+def test_packed_pose_rows_match_samples_run_alone(qa_data, tiny_llama_config, attn, target_losses):
     """PoSE positions jump inside a sample; transformers would take each jump as a new sample, so the
     collated row carries an explicit block-diagonal causal mask. Each sample alone (full causal attention,
     same positions) must give the same per-token losses."""
@@ -85,22 +84,22 @@ def test_packed_pose_rows_match_samples_run_alone(qa_data, tiny_llama_config, at
         one = collate([r])
         plain = {"input_ids": one["input_ids"], "position_ids": one["position_ids"],
                  "attention_mask": torch.ones_like(one["input_ids"]), "labels": one["labels"]}
-        alone.append(token_losses(forward_logits(model, plain), plain["labels"])[0])
+        alone.append(target_losses(model, plain))
     batch = collate(rows)
     assert batch["attention_mask"].shape == (1, 1, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
-    packed = token_losses(forward_logits(model, batch), batch["labels"])[0]
+    packed = target_losses(model, batch)
     torch.testing.assert_close(packed, torch.cat(alone), rtol=1e-5, atol=1e-5)
 
     # control: without the mask transformers splits every sample at its position jumps
     split = {k: v for k, v in batch.items() if k != "attention_mask"}
-    assert not torch.allclose(token_losses(forward_logits(model, split), split["labels"])[0], packed, atol=1e-3)
+    assert not torch.allclose(target_losses(model, split), packed, atol=1e-3)
 
 
-def test_pose_rows_refuse_attention_that_reads_only_positions(qa_data, tiny_llama_config):
+def test_pose_rows_refuse_attention_that_reads_only_positions(qa_data, tiny_llama_config, target_losses):
     from oa_core.errors import OAError
 
     model = _model(tiny_llama_config, "sdpa")
     model.config._attn_implementation = "flash_attention_2"
     row = dict(qa_data[0][0], position_ids=[0, 1, 5, 6] + list(range(7, 3 + len(qa_data[0][0]["input_ids"]))))
     with pytest.raises(OAError, match="PoSE position ids need sdpa or eager"):
-        forward_logits(model, collate([row]))
+        target_losses(model, collate([row]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from oa_train.sft.recipe import run_sft
+from oa_train.sft import run_sft
 
 TRAIN = dict(max_steps=6, save_steps=2, eval_steps=2, per_device_batch_size=2, gradient_accumulation_steps=2,
              warmup_steps=1, weight_decay=0.01)  # 16 examples: 4 steps per epoch, so the run crosses an epoch

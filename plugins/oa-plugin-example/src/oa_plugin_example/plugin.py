@@ -7,7 +7,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 
 from oa_core import hookimpl
-from oa_core.extensions import DatasetFormat
+from oa_core.extensions import DatasetFormat, RewardFunction
 from oa_core.schema import PromptWithReference
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -54,7 +54,9 @@ def register_dataset_formats(register):
 
 @hookimpl
 def register_reward_functions(register):
-    register("example.numeric_answer", numeric_answer)
+    register("example.numeric_answer", RewardFunction(
+        numeric_answer, description="1 when the completion's final number equals the reference's", columns=("reference",),
+        options=ExampleOptions))
 
 
 @hookimpl

@@ -3,7 +3,8 @@
 Importing this package is cheap: jinja2 is imported when a template is first compiled.
 """
 
-from oa_data.templates.base import ChatTemplate, TemplateError
+from oa_core.extensions import ChatTemplate
+from oa_data.templates.base import TemplateError, render, standalone_jinja, turbo_template
 from oa_data.templates.builtin import BUILTIN_TEMPLATES
 from oa_data.templates.resolve import (
     infer_end_of_turn,
@@ -18,8 +19,11 @@ __all__ = [
     "TemplateError",
     "infer_end_of_turn",
     "register_templates",
+    "render",
     "resolve_template",
+    "standalone_jinja",
     "template_variables",
+    "turbo_template",
     "with_end_of_turn",
 ]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oa_data.templates.base import ChatTemplate
+from oa_core.extensions import ChatTemplate
 
 CHATML = ChatTemplate(
     "chatml",

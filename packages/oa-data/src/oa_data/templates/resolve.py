@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from oa_core.errors import OAError
-from oa_data.templates.base import ChatTemplate, TemplateError
+from oa_core.extensions import ChatTemplate
+from oa_data.templates.base import TemplateError, render, turbo_template
 
 _PROBE = ("\ue010", "\ue011", "\ue012")  # private-use characters: never part of a template's own text
 
@@ -34,7 +35,7 @@ def infer_end_of_turn(template: ChatTemplate, tokenizer: Any, extra_tokens: Iter
     variables = template_variables(tokenizer)
     probe = [{"role": "user", "content": _PROBE[0]}, {"role": "assistant", "content": _PROBE[1]},
              {"role": "user", "content": _PROBE[2]}]
-    text = template.render(probe, **variables)
+    text = render(template, probe, **variables)
     start, stop = text.find(_PROBE[1]), text.find(_PROBE[2])
     if start < 0:
         raise TemplateError(f"chat template '{template.name}' never renders an assistant message",
@@ -82,7 +83,7 @@ def resolve_template(settings: Any, tokenizer: Any, registry: Any = None) -> Cha
         if settings.prefix_template is None or settings.suffix_template is None:
             raise TemplateError("turbo-style templates need both data.prefix_template and data.suffix_template",
                                 hint="e.g. prefix_template: '<|im_start|>{role}\\n', suffix_template: '<|im_end|>\\n'")
-        template = ChatTemplate.turbo(settings.prefix_template, settings.suffix_template,
+        template = turbo_template(settings.prefix_template, settings.suffix_template,
                                       settings.role_tag_mapping, end_of_turn=eot)
     elif settings.chat_template and settings.chat_template != "tokenizer":
         if registry is None:

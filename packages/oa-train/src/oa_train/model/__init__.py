@@ -5,7 +5,9 @@ Importing this package is light (pydantic only); torch, transformers and peft lo
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from oa_train.model.settings import (
     FreezeSettings,
@@ -20,33 +22,50 @@ __all__ = [
     "NewToken",
     "NewTokenSettings",
     "PeftSettings",
+    "PreparedModel",
     "patch_options",
     "prepare_model",
     "register_sections",
 ]
 
 
-def prepare_model(run_config, registry=None, *, num_labels: int | None = None, show_table: bool = True):
-    """Build the model of a validated run config; returns ``(model, tokenizer, manifest)``.
+@dataclass
+class PreparedModel:
+    """A run's model, ready to train: ``tokenizer`` is the :class:`~oa_data.tokenizer.RunTokenizer` it was
+    built for, ``manifest`` describes what was done (for ``run_manifest.json``) and ``provides`` holds the
+    capabilities its patches added (``PatchResult.provides``, e.g. ``"linear_ce"``)."""
 
-    In order: tokenizer, model, new tokens, patches (``model.patches``, options from
-    :func:`patch_options`), then an existing adapter
-    (``model.adapter_path``, kept trainable), a new PEFT adapter (``peft``) or freezing (``freeze``),
-    and the trainable-parameter table (printed when ``show_table``, always in ``manifest["trainable"]``).
+    model: Any
+    tokenizer: Any
+    manifest: dict
+    provides: dict[str, Callable] = field(default_factory=dict)
+
+
+def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: int | None = None,
+                  show_table: bool = True) -> PreparedModel:
+    """Build the model of a validated run config for ``run_tokenizer`` (default: prepared here with
+    :func:`oa_data.tokenizer.prepare_run_tokenizer`).
+
+    In order: the model (embeddings resized for the tokens the tokenizer step added), ``new_tokens``, patches
+    (``model.patches``, options from :func:`patch_options`), then an existing adapter (``model.adapter_path``,
+    kept trainable), a new PEFT adapter (``peft``) or freezing (``freeze``), and the trainable-parameter table
+    (printed when ``show_table``, always in ``manifest["trainable"]``).
     """
     from oa_core.errors import OAError
     from oa_core.plugins import get_registry
+    from oa_data.tokenizer import prepare_run_tokenizer
     from oa_train.model.freezing import apply_freeze, trainable_report
     from oa_train.model.patcher import apply_patches
     from oa_train.model.peft_setup import apply_peft, check_adapter_path, load_adapter, qlora_quantization
-    from oa_train.model.provider import load_model, load_tokenizer
+    from oa_train.model.provider import load_model
     from oa_train.model.tokens import add_new_tokens, resize_embeddings
 
     settings = run_config.model
     if settings is None:
         raise OAError("model: no model given", hint="add a model: section with at least path:")
-    peft = getattr(run_config, "peft", None) or PeftSettings()
-    freeze = getattr(run_config, "freeze", None) or FreezeSettings()
+    peft = run_config.section("peft", PeftSettings)
+    freeze = run_config.section("freeze", FreezeSettings)
+    new_tokens = run_config.section("new_tokens", NewTokenSettings)
     adapter = settings.adapter_path
     if peft.method != "none" and freeze.active:
         raise OAError(
@@ -61,28 +80,22 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
     if adapter:
         check_adapter_path(adapter)
 
-    tok_settings = run_config.tokenizer
-    if (
-        adapter
-        and tok_settings.path is None
-        and (Path(adapter).expanduser() / "tokenizer_config.json").is_file()
-    ):
-        tok_settings = tok_settings.model_copy(update={"path": adapter})  # it holds the adapter's new tokens
-    tokenizer = load_tokenizer(tok_settings, settings)
-    data_ids = data_token_ids(run_config, tokenizer)
+    run_tokenizer = run_tokenizer or prepare_run_tokenizer(run_config)
+    tokenizer = run_tokenizer.tokenizer
+    data_ids = [tokenizer.convert_tokens_to_ids(t) for t in run_tokenizer.added]
     quantization = qlora_quantization(peft) if peft.method == "qlora" else None
     model = load_model(settings, num_labels=num_labels, quantization=quantization)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     resized = resize_embeddings(model, len(tokenizer))
     vocab = len(tokenizer)
-    new_ids = add_new_tokens(model, tokenizer, getattr(run_config, "new_tokens", None))
+    new_ids = add_new_tokens(model, tokenizer, new_tokens)
     if adapter and (len(tokenizer) > vocab or data_ids):
         raise OAError(
             "new_tokens: a saved adapter (model.adapter_path) cannot get new tokens, their rows would not train",
             hint="list only tokens the adapter already has, or train a new adapter",
         )
-    patches = apply_patches(model, settings.patches, registry or get_registry(), patch_options(run_config))
+    patches, provides = apply_patches(model, settings.patches, registry or get_registry(), patch_options(run_config))
     if adapter:
         model = load_adapter(model, adapter, trainable=True)
     elif peft.method != "none":
@@ -92,31 +105,17 @@ def prepare_model(run_config, registry=None, *, num_labels: int | None = None, s
     report = trainable_report(model)
     if show_table:
         print(report.render())
-    new_tokens = getattr(run_config, "new_tokens", None)
     manifest = {
         "model": settings.path,
         "adapter_path": adapter,
         "peft": peft.method,
         "patches": patches,
-        "new_tokens": {t.token: i for t, i in zip(new_tokens.tokens, new_ids, strict=True)}
-        if new_tokens
-        else {},
+        "new_tokens": {t.token: i for t, i in zip(new_tokens.tokens, new_ids, strict=True)},
         "trainable": report.to_dict(),
     }
     if resized or len(tokenizer) > vocab:
         manifest["resized_embeddings_to"] = len(tokenizer)
-    return model, tokenizer, manifest
-
-
-def data_token_ids(run_config, tokenizer) -> list[int]:
-    """Add the tokens the data pipeline needs (chat-template specials, ``data.add_special_tokens``, a pad
-    distinct from eos) before the model is built, so their rows exist before PEFT and train (and are saved)
-    with an adapter. Returns their ids."""
-    if not getattr(run_config, "datasets", None):
-        return []
-    from oa_data.pipeline import prepare_split_tokenizer
-
-    return [tokenizer.convert_tokens_to_ids(t) for t in prepare_split_tokenizer(run_config, tokenizer).added]
+    return PreparedModel(model, run_tokenizer, manifest, provides)
 
 
 def patch_options(run_config) -> dict[str, dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from oa_core.errors import OAError, PluginError
+from oa_core.extensions import PatchResult
 from oa_core.plugins import Registry, unknown_name_message
 
 
@@ -15,8 +16,9 @@ def model_type(model) -> str:
 
 def apply_patches(
     model, names: list[str], registry: Registry, options: dict[str, dict[str, Any]] | None = None
-) -> list[dict[str, str]]:
-    """Apply the patches ``names`` in order; returns one manifest entry per patch.
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Apply the patches ``names`` in order; returns one manifest entry per patch and the capabilities the
+    applied patches provide (``PatchResult.provides``; a later patch wins).
 
     Every name is checked (known, supports ``model.config.model_type``) before any patch is applied.
     ``options`` maps a patch name to the keyword arguments of its ``apply``.
@@ -43,10 +45,10 @@ def apply_patches(
     unknown = sorted(set(options) - set(names))
     if unknown:
         raise OAError(f"patch options given for '{unknown[0]}', which is not in model.patches")
-    manifest = []
+    manifest, provides = [], {}
     for i, entry in enumerate(entries):
         try:
-            description = entry.obj.apply(model, **options.get(entry.name, {}))
+            result = entry.obj.apply(model, **options.get(entry.name, {}))
         except OAError:
             raise
         except Exception as e:
@@ -55,13 +57,18 @@ def apply_patches(
                 f"{type(e).__name__}: {' '.join(str(e).split())[:200]}",
                 hint="report it to the plugin's authors, or remove the patch",
             ) from e
+        if not isinstance(result, PatchResult):
+            result = PatchResult(str(result or entry.obj.description))
+        provides.update(result.provides)
         manifest.append(
             {
                 "name": entry.name,
                 "provider": entry.provider.distribution,
                 "version": entry.provider.version,
                 "plugin": entry.provider.plugin,
-                "description": str(description or entry.obj.description),
+                "applied": result.applied,
+                "provides": sorted(result.provides),
+                "description": result.description,
             }
         )
-    return manifest
+    return manifest, provides

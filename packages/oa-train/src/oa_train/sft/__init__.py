@@ -1,13 +1,13 @@
-"""Supervised fine-tuning (and continued pretraining on ``{"text"}`` data): ``SFTConfig`` + ``run_sft``."""
+"""Supervised fine-tuning and continued pretraining: ``SFTConfig`` + ``SFTObjective`` on the shared loop."""
 
 from oa_train.sft.config import SFTConfig
 
-__all__ = ["SFTConfig", "run_sft"]
+__all__ = ["SFTConfig", "SFTObjective", "run_sft"]
 
 
 def __getattr__(name):
-    if name == "run_sft":
-        from oa_train.sft.recipe import run_sft
+    if name in ("SFTObjective", "run_sft"):  # torch loads only when they are used
+        from oa_train.sft import objective
 
-        return run_sft
+        return getattr(objective, name)
     raise AttributeError(name)

@@ -1,8 +1,5 @@
-"""The boundary to the data pipeline: tokenized examples in, checked.
-
-An example is a dict with ``input_ids``, ``labels`` (-100 = not supervised, same length) and, for packed
-rows, ``position_ids`` (restarting at 0 for every packed sample).
-"""
+"""The contract of SFT examples, checked: a dict with ``input_ids``, ``labels`` (-100 = not supervised, same
+length) and, for packed rows, ``position_ids`` (restarting at 0 for every packed sample)."""
 
 from __future__ import annotations
 
@@ -10,22 +7,9 @@ from oa_core.errors import OAError
 from oa_train.training.batching import IGNORE
 
 
-def default_prepare_data(cfg, tokenizer, epoch: int = 0):
-    """``(train, eval)`` examples from the oa-data pipeline (``oa_data.pipeline.build_sft_datasets``);
-    ``epoch`` matters with ``data.per_epoch_resample``."""
-    try:
-        from oa_data.pipeline import build_sft_datasets
-    except ImportError:
-        raise OAError(
-            "data pipeline not available: oa_data.pipeline.build_sft_datasets is missing",
-            hint="update oa-data, or call run_sft(config, prepare_data=fn) with tokenized examples",
-        ) from None
-    return build_sft_datasets(cfg, tokenizer, epoch=epoch)
-
-
 def check_examples(examples, split: str, limit: int = 1000) -> None:
     """Validate the first ``limit`` examples of ``split`` (the pipeline has checked them already; this
-    catches a hand-made ``prepare_data`` that breaks the contract)."""
+    catches hand-made examples that break the contract)."""
     supervised = 0
     for i in range(min(len(examples), limit)):
         ex = examples[i]

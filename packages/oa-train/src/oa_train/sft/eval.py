@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import torch
 
-from oa_train.training.batching import IGNORE, collate, micro_batches
-from oa_train.training.loss import forward_logits, token_losses
+from oa_train.training.batching import IGNORE, collate, micro_batches, num_targets
+from oa_train.training.logprobs import LabelLogProbs
 from oa_train.training.metrics import text_metrics
 
 
 @torch.no_grad()
 def evaluate(accelerator, model, examples, *, batch_size: int, pad_id: int) -> dict[str, float]:
-    """``eval_loss`` (per supervised token), ``eval_accuracy`` (next-token argmax) and ``eval_tokens``."""
+    """``eval_loss`` (per supervised token), ``eval_accuracy`` (next-token argmax) and ``eval_tokens``, from the
+    logits (the plain route: the argmax needs them)."""
     model.eval()
+    plain = LabelLogProbs()
     totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
     slots = micro_batches(
         len(examples), batch_size=batch_size, num_processes=accelerator.num_processes,
@@ -22,8 +24,8 @@ def evaluate(accelerator, model, examples, *, batch_size: int, pad_id: int) -> d
     for mb in slots:
         rows = [examples[s.index] if s.counted else _unsupervised(examples[s.index]) for s in mb]
         batch = {k: v.to(accelerator.device) for k, v in collate(rows, pad_id).items()}
-        losses, correct = token_losses(forward_logits(model, batch), batch["labels"])
-        totals += torch.tensor([losses.sum().item(), correct.sum().item(), losses.numel()], dtype=torch.float64, device=totals.device)
+        loss, correct = plain.nll_sum(model, batch)
+        totals += torch.tensor([loss.item(), correct.item(), num_targets(batch)], dtype=torch.float64, device=totals.device)
     loss_sum, correct, count = accelerator.reduce(totals, reduction="sum").tolist()
     model.train()
     count = max(count, 1)

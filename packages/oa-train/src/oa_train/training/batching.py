@@ -12,7 +12,7 @@ into ONE row with the position ids restarting at every sample and no attention m
 builds a block-diagonal causal mask (sdpa/eager/flex) or uses varlen kernels (flash attention), so
 attention never crosses sample boundaries. transformers takes every position jump as a new sample, so rows
 whose positions skip inside a sample (PoSE) also get an explicit boolean block-diagonal causal mask
-``(1, 1, S, S)`` (samples start where the position is 0); ``loss.forward_logits`` adapts it to the
+``(1, 1, S, S)`` (samples start where the position is 0); ``logprobs.model_inputs`` adapts it to the
 attention implementation.
 """
 

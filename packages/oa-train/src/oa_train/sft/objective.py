@@ -1,0 +1,83 @@
+"""Supervised fine-tuning, and continued pretraining on ``{"text"}`` data (every token supervised): the token
+cross-entropy of the supervised tokens, normalised by their number over the whole optimizer step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from oa_core.errors import OAError
+from oa_train.sft.data import check_examples
+from oa_train.sft.eval import evaluate, generation_metrics
+from oa_train.training.batching import num_targets
+from oa_train.training.objective import Evaluation, Objective, StepLoss
+
+PrepareData = Callable[..., tuple[Sequence[dict], Sequence[dict] | None]]
+
+
+class SFTObjective(Objective):
+    """``prepare_data(run_config, tokenizer) -> (train, eval)`` replaces the oa-data pipeline with examples
+    made elsewhere (dicts with ``input_ids``, ``labels`` and, for packed rows, ``position_ids``)."""
+
+    unit = "tokens"
+
+    def __init__(self, prepare_data: PrepareData | None = None):
+        self._prepare_data = prepare_data
+
+    def check(self, config) -> None:
+        if self._prepare_data is None and not config.datasets:
+            raise OAError("datasets: no training datasets configured", hint="add at least one entry under datasets:")
+
+    def prepare_data(self):
+        run = self.run
+        if self._prepare_data is not None:
+            train, evaluation = self._prepare_data(run.config, run.tokenizer.tokenizer)
+        else:
+            train, evaluation = self._pipeline(epoch=0)
+        evaluation = evaluation if evaluation is not None else []
+        check_examples(train, "train")
+        check_examples(evaluation, "eval")
+        if run.train.generation.num_samples and not len(evaluation):
+            raise OAError("train.generation.num_samples: needs eval data", hint="add eval_datasets, or set it to 0")
+        return train, evaluation
+
+    def epoch_data(self, epoch: int):
+        """A new draw of the mix for every epoch with ``data.per_epoch_resample`` (cached, reproducible)."""
+        from oa_data.settings import DataSettings
+
+        if self._prepare_data is None and self.run.config.section("data", DataSettings).per_epoch_resample:
+            return self._pipeline(epoch)[0]
+        return None
+
+    def _pipeline(self, epoch: int):
+        from oa_data.pipeline import build_sft_datasets
+
+        return build_sft_datasets(self.run.config, self.run.tokenizer, epoch=epoch)
+
+    def num_units(self, batch: dict[str, torch.Tensor]) -> int:
+        return num_targets(batch)
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> StepLoss:
+        nll, correct = self.run.label_logprobs.nll_sum(model, batch)
+        metrics = {} if correct is None else {"accuracy": (correct, num_targets(batch))}
+        return StepLoss(nll, metrics)
+
+    def evaluate(self, model, examples) -> Evaluation:
+        run, tc = self.run, self.run.train
+        metrics = evaluate(run.accelerator, model, examples, pad_id=run.pad_id,
+                           batch_size=tc.per_device_eval_batch_size or tc.per_device_batch_size)
+        samples = []
+        if tc.generation.num_samples:
+            scores, samples = generation_metrics(run.accelerator, model, run.tokenizer.tokenizer, examples,
+                                                 num_samples=tc.generation.num_samples,
+                                                 max_new_tokens=tc.generation.max_new_tokens)
+            metrics |= scores
+        return Evaluation(metrics, samples)
+
+
+def run_sft(loaded, *, prepare_data: PrepareData | None = None, callbacks=()) -> dict:
+    """Train ``loaded`` (``method: sft`` or ``pretrain``) on the shared loop; returns the final record."""
+    from oa_train.training.loop import Loop
+
+    return Loop(loaded, SFTObjective(prepare_data), callbacks=callbacks).run()

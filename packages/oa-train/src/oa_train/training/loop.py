@@ -1,0 +1,357 @@
+"""One training loop for every method.
+
+``Loop(loaded_config, objective).run()`` reads top to bottom: set up (output folder, accelerator, tokenizer,
+model, data, schedule, optimizer, resume) → train (per optimizer step: the objective's micro-batches, loss
+normalised by the step's units on all processes, clipping, NaN policy, update; then log, evaluate,
+checkpoint) → finish (final model, plot, manifest). The method-specific parts come from the
+:class:`~oa_train.training.objective.Objective`; everything here is the same for SFT, pretraining and any
+registered method.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DistributedType, set_seed
+from tqdm.auto import tqdm
+
+from oa_core.config import LoadedConfig, write_effective_config
+from oa_core.errors import OAError
+from oa_train.training.batching import micro_batches
+from oa_train.training.checkpoint import Checkpoints, read_state
+from oa_train.training.config import LoopConfig
+from oa_train.training.logprobs import LabelLogProbs
+from oa_train.training.objective import Objective, Run
+from oa_train.training.optim import build_optimizer, build_scheduler
+from oa_train.training.runtime import (
+    fill_deepspeed_values,
+    flat,
+    process_group_kwargs,
+    ranks_in_sync,
+    save_final,
+    versions,
+    write_manifest,
+)
+from oa_train.training.tracking import RunLog, format_record, trackers
+
+Callback = Callable[[int, dict], None]  # (step, logged record) after every optimizer step and its checkpoint
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step ``s`` of epoch ``e`` takes micro-batches ``[s*k, (s+1)*k)`` of that epoch's data order; every epoch
+    has the first epoch's number of steps."""
+
+    micro_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    eval_steps: int | None
+
+    @classmethod
+    def plan(cls, num_examples: int, tc: LoopConfig, num_processes: int) -> Schedule:
+        micro = math.ceil(num_examples / (tc.per_device_batch_size * num_processes))
+        per_epoch = math.ceil(micro / tc.gradient_accumulation_steps)
+        total = tc.max_steps or per_epoch * tc.num_epochs
+        warmup = tc.warmup_steps or math.ceil(tc.warmup_ratio * total)
+        return cls(micro, per_epoch, total, warmup, tc.eval_steps or tc.save_steps)
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint's ``trainer_state.json`` holds besides accelerate's state."""
+
+    step: int = 0
+    history: list[dict] = field(default_factory=list)  # every logged record
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
+    skipped_steps: int = 0
+    total_steps: int = 0
+
+
+class Loop:
+    """Trains ``loaded.config`` with ``objective``; :meth:`run` returns the final record
+    (``step``, ``skipped_steps`` and the last evaluation's metrics)."""
+
+    def __init__(self, loaded: LoadedConfig, objective: Objective, *, callbacks: Sequence[Callback] = ()):
+        self.loaded, self.cfg, self.tc = loaded, loaded.config, loaded.config.train
+        self.objective, self.callbacks = objective, list(callbacks)
+        self.out = Path(self.cfg.output_dir)
+
+    def run(self) -> dict:
+        self.setup()
+        try:
+            self.train()
+        except BaseException as e:  # the manifest records a crash or an interrupt
+            if self.main:
+                interrupted = isinstance(e, KeyboardInterrupt)
+                self.manifest.update(status="interrupted" if interrupted else "failed", steps=self.state.step,
+                                     error=str(e) or type(e).__name__)
+                write_manifest(self.out, self.manifest)
+            raise
+        return self.finish()
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        resume = self._resolve_resume()
+        self._start_accelerator()
+        self._build_model()
+        self._prepare_data()
+        self.schedule = Schedule.plan(len(self.train_data), self.tc, self.accelerator.num_processes)
+        self._build_optimizer()
+        self.state = self._resume(resume)
+        self.log = RunLog(self.out, self.state.history)
+        self.manifest = self._manifest(resume)
+        if self.main:
+            write_manifest(self.out, self.manifest)
+
+    def _resolve_resume(self) -> Path | None:
+        """The checkpoint to resume from; first, so a wrong path fails before any work."""
+        if self.cfg.model is None:
+            raise OAError("model: no model configured", hint="set model.path to a local folder or hub id")
+        self.checkpoints = Checkpoints(self.out, limit=self.tc.save_total_limit, metric=self.tc.metric_for_best,
+                                       greater_is_better=self.tc.higher_is_better)
+        resume = self.checkpoints.resolve(self.tc.resume_from)
+        if resume is None and self.checkpoints.list():
+            raise OAError(
+                f"output_dir: {self.out} already has checkpoints of another run",
+                hint="continue it with --resume auto (train.resume_from: auto), or choose another output_dir",
+            )
+        self.objective.check(self.cfg)
+        return resume
+
+    def _start_accelerator(self) -> None:
+        AcceleratorState._reset_state()  # fresh settings for every run in a process (tests, notebooks)
+        GradientState._reset_state()
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=self.tc.gradient_accumulation_steps,
+            mixed_precision=self.tc.mixed_precision,
+            log_with=trackers(self.tc.report_to),
+            project_dir=str(self.out),
+            kwargs_handlers=process_group_kwargs(),
+        )
+        self.main = self.accelerator.is_main_process
+        set_seed(self.cfg.seed)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_effective_config(self.loaded, self.out)
+
+    def _build_model(self) -> None:
+        """The one tokenizer step, then the model built for it (patches, PEFT or freezing), then the objective."""
+        from oa_core.plugins import get_registry
+        from oa_data.tokenizer import prepare_run_tokenizer
+        from oa_train.model import prepare_model
+
+        run_tokenizer = prepare_run_tokenizer(self.cfg)
+        prepared = prepare_model(self.cfg, run_tokenizer, get_registry(), show_table=self.main)
+        self.model, self.model_manifest = prepared.model, prepared.manifest
+        if self.tc.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        label_logprobs = LabelLogProbs.for_model(self.model, prepared.provides.get("linear_ce"))
+        self.model_manifest["label_logprobs"] = label_logprobs.route
+        tokenizer = run_tokenizer.tokenizer
+        pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+        self.tokenizer = tokenizer
+        self.objective.setup(Run(self.cfg, self.tc, self.accelerator, run_tokenizer, self.out, label_logprobs, pad_id))
+
+    def _prepare_data(self) -> None:
+        with self.accelerator.main_process_first():  # rank 0 fills the tokenized cache the others read
+            train, evaluation = self.objective.prepare_data()
+        if len(train) == 0:
+            raise OAError("datasets: the training split is empty", hint="check the dataset paths, split and filters")
+        self.train_data, self.eval_data = train, evaluation if evaluation is not None else []
+        self._epoch: tuple[int, Sequence[dict], list] | None = None  # (epoch, its data, its micro-batches)
+
+    def _build_optimizer(self) -> None:
+        tc = self.tc
+        fill_deepspeed_values(self.accelerator, tc)
+        optimizer = build_optimizer(self.model, tc.optimizer, tc.learning_rate, tc.weight_decay, tc.adam_betas,
+                                    tc.adam_epsilon)
+        self.scheduler = build_scheduler(optimizer, tc.lr_scheduler, self.schedule.warmup_steps,
+                                         self.schedule.total_steps)  # stepped once per optimizer step
+        self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
+        if tc.report_to != ["none"]:
+            self.accelerator.init_trackers(tc.project, config=flat(self.loaded.effective()))
+
+    def _resume(self, resume: Path | None) -> LoopState:
+        if resume is None:
+            return LoopState(total_steps=self.schedule.total_steps)
+        state = LoopState(**read_state(resume))
+        if state.total_steps != self.schedule.total_steps:
+            raise OAError(
+                f"train.resume_from: {resume} was made for {state.total_steps} steps, this config gives "
+                f"{self.schedule.total_steps}",
+                hint="resume with the same data, batch sizes, epochs and number of processes",
+            )
+        self.accelerator.load_state(str(resume))
+        return state
+
+    def _manifest(self, resume: Path | None) -> dict:
+        acc, tc, s = self.accelerator, self.tc, self.schedule
+        return {
+            "method": self.cfg.method, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "resumed_from": str(resume) if resume else None, "num_processes": acc.num_processes,
+            "distributed_type": acc.distributed_type.value, "device": str(acc.device),
+            "mixed_precision": tc.mixed_precision, "versions": versions(), "model": self.model_manifest,
+            "data": {"train_examples": len(self.train_data), "eval_examples": len(self.eval_data)},
+            "schedule": {"total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
+                         "warmup_steps": s.warmup_steps,
+                         "examples_per_step": tc.per_device_batch_size * tc.gradient_accumulation_steps * acc.num_processes},
+        }
+
+    # ------------------------------------------------------------------ train
+
+    def train(self) -> None:
+        self.bar = tqdm(total=self.schedule.total_steps, initial=self.state.step, desc=self.cfg.method,
+                        disable=not self.main, dynamic_ncols=True)
+        self.window: dict[str, list[float]] = {}  # metric -> [sum, count] since the last log
+        self.skipped_in_a_row = 0
+        self.model.train()
+        for step in range(self.state.step, self.schedule.total_steps):
+            batches = self.objective.make_batches(self.model, self._step_examples(step), step)
+            result = self._step(batches)
+            self.state.step = step + 1
+            self.bar.update(1)
+            record = self._log_and_evaluate(result)
+            if self.tc.save_steps and self.state.step % self.tc.save_steps == 0:
+                self.save_checkpoint()
+            for callback in self.callbacks:
+                callback(self.state.step, record)
+        self.bar.close()
+
+    def _step_examples(self, step: int) -> list[list[dict]]:
+        """The examples of each micro-batch of ``step`` on this process (a resampled epoch with fewer rows
+        wraps around)."""
+        epoch, offset = divmod(step, self.schedule.steps_per_epoch)
+        if self._epoch is None or self._epoch[0] != epoch:
+            data = self.train_data
+            if epoch > 0:
+                with self.accelerator.main_process_first():
+                    data = self.objective.epoch_data(epoch) or self.train_data
+            order = micro_batches(len(data), batch_size=self.tc.per_device_batch_size,
+                                  num_processes=self.accelerator.num_processes,
+                                  rank=self.accelerator.process_index, epoch=epoch, seed=self.cfg.seed)
+            self._epoch = (epoch, data, order)
+        _, data, order = self._epoch
+        k = self.tc.gradient_accumulation_steps
+        chosen = range(offset * k, min((offset + 1) * k, self.schedule.micro_per_epoch))
+        return [[data[slot.index] for slot in order[j % len(order)]] for j in chosen]
+
+    def _step(self, batches: list[dict[str, torch.Tensor]]) -> dict:
+        """Forward and backward of every micro-batch, clipping, the NaN policy and the update. Each micro-batch
+        loss is scaled by 1/(the step's units on all processes); gradients sync on the last one."""
+        acc, model = self.accelerator, self.model
+        units = torch.tensor([sum(self.objective.num_units(b) for b in batches)], device=acc.device)
+        units = int(acc.reduce(units, reduction="sum").item())
+        scale = acc.gradient_accumulation_steps * acc.num_processes / max(units, 1)  # undoes accelerate's 1/k, DDP's mean
+        names, tallies = None, 0  # tallies: [loss sum, then (sum, count) of each metric], float64 on the device
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            acc.gradient_state._set_sync_gradients(last)
+            with nullcontext() if last else acc.no_sync(model):
+                with acc.autocast():
+                    out = self.objective.loss(model, {k: v.to(acc.device) for k, v in batch.items()})
+                acc.backward(out.loss * scale)
+            names = names or list(out.metrics)
+            tallies = tallies + torch.stack([out.loss.detach().double(), *(_as_tensor(out.metrics[n][j], acc.device)
+                                                                           for n in names for j in (0, 1))])
+        totals = acc.reduce(tallies, reduction="sum").tolist()
+        loss_sum, sums = totals[0], {n: totals[1 + 2 * i: 3 + 2 * i] for i, n in enumerate(names)}
+
+        grad_norm = acc.clip_grad_norm_(model.parameters(), self.tc.max_grad_norm or float("inf"))
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        lr = self.scheduler.get_last_lr()[0]
+        finite = math.isfinite(loss_sum) and (math.isfinite(grad_norm) or acc.distributed_type == DistributedType.DEEPSPEED)
+        if finite:
+            self.optimizer.step()
+            self.skipped_in_a_row = 0
+        else:  # the NaN policy: stop, or skip this update (the data of the step counts as consumed)
+            self._skip()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"finite": finite, "loss": [loss_sum, units], **sums, "grad_norm": grad_norm, "lr": lr, "units": units}
+
+    def _skip(self) -> None:
+        self.state.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        if self.tc.nan_policy == "stop" or self.skipped_in_a_row > self.tc.max_skipped_steps:
+            why = "nan_policy: stop" if self.tc.nan_policy == "stop" else f"{self.skipped_in_a_row} skipped steps in a row"
+            raise OAError(
+                f"train.nan_policy: non-finite loss or gradient at step {self.state.step + 1} ({why})",
+                hint="lower train.learning_rate, set train.max_grad_norm, check the data, or use nan_policy: skip",
+            )
+
+    def _log_and_evaluate(self, result: dict) -> dict:
+        """The record of this step: the window's means every ``logging_steps``, eval metrics when due."""
+        step, done = self.state.step, self.state.step == self.schedule.total_steps
+        tallied = [k for k, v in result.items() if isinstance(v, list)]
+        if result["finite"]:
+            for name in tallied:
+                total = self.window.setdefault(name, [0.0, 0.0])
+                total[0] += result[name][0]
+                total[1] += result[name][1]
+        record = {"step": step}
+        if step % self.tc.logging_steps == 0 or done:
+            record["epoch"] = round(step / self.schedule.steps_per_epoch, 4)
+            record |= {name: s / max(c, 1) for name, (s, c) in ((n, self.window.get(n, [0.0, 0.0])) for n in tallied)}
+            record |= {"grad_norm": result["grad_norm"], "lr": result["lr"], self.objective.unit: result["units"],
+                       "skipped_steps": self.state.skipped_steps}
+            self.window.clear()
+        if len(self.eval_data) and ((self.schedule.eval_steps and step % self.schedule.eval_steps == 0) or done):
+            evaluation = self.objective.evaluate(self.model, self.eval_data)
+            self.state.metrics = evaluation.metrics
+            record |= evaluation.metrics
+            if self.main and evaluation.samples:
+                self.log.add_generations(step, evaluation.samples)
+        if len(record) > 1:
+            self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+            if self.main:
+                self.log.add(record)
+                self.bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
+                tqdm.write(format_record(record, self.schedule.total_steps))
+        return record
+
+    def save_checkpoint(self) -> Path:
+        self.state.history = self.log.history
+        return self.checkpoints.save(self.accelerator, self.state.step, asdict(self.state))
+
+    # ------------------------------------------------------------------ finish
+
+    def finish(self) -> dict:
+        """The final model (``output_dir/model``), the loss plot and the finished manifest."""
+        acc = self.accelerator
+        save_final(acc, self.model, self.tokenizer, self.out)
+        best, in_sync = self.checkpoints.best(), ranks_in_sync(acc, self.model)
+        if self.main:
+            if in_sync is False:
+                tqdm.write("warning: the ranks ended with different weights (see run_manifest.json: ranks_in_sync)")
+            self.log.plot()
+            self.manifest.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 final=self.state.metrics, steps=self.state.step, skipped_steps=self.state.skipped_steps,
+                                 best_checkpoint=str(best) if best else None, ranks_in_sync=in_sync)
+            write_manifest(self.out, self.manifest)
+        acc.end_training()
+        return {"step": self.state.step, "skipped_steps": self.state.skipped_steps, **self.state.metrics}
+
+
+def _as_tensor(value, device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device=device, dtype=torch.float64).reshape(())
+    return torch.tensor(float(value), dtype=torch.float64, device=device)
+
+
+def train(loaded: LoadedConfig, *, callbacks: Sequence[Callback] = ()) -> dict:
+    """Train with the method ``loaded.config.method`` names (its registered objective on the loop)."""
+    from oa_core.plugins import get_registry
+
+    method = get_registry().get("method", loaded.config.method)
+    return Loop(loaded, method.objective(), callbacks=callbacks).run()
