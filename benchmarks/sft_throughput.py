@@ -216,38 +216,27 @@ def run_oa(args, work: Path, variant: str) -> dict:
     import torch
 
     from oa_core.config import load_config
-    from oa_data.pipeline import build_sft_datasets
-    from oa_train.sft import recipe
+    from oa_train.sft.objective import SFTObjective
+    from oa_train.training.loop import Loop
 
+    class Metered(SFTObjective):
+        """The SFT objective, with a meter on the model it trains (train split only)."""
+
+        def prepare_data(self):
+            train, _ = super().prepare_data()
+            self.rows = len(train)
+            self.meter = Meter(self.run.model, torch.device(args.device))
+            self.meter.start()  # the first step's time also holds the optimizer set-up: it is a warm-up step
+            return train, []
+
+    objective = Metered()
     loaded = load_config(write_run_config(work, args, variant))
-    box: dict = {}
-    original = recipe._prepare_model
-
-    def prepare_model(cfg, main):  # the recipe's own model preparation, plus the meter on the model
-        model, tokenizer, manifest = original(cfg, main)
-        box["meter"] = Meter(model, torch.device(args.device))
-        box["manifest"] = manifest
-        return model, tokenizer, manifest
-
-    def prepare_data(cfg, tokenizer):
-        train, _ = build_sft_datasets(cfg, tokenizer)
-        box["rows"] = len(train)
-        box["vocab"] = len(tokenizer)
-        box["meter"].start()  # the first step's time also holds the optimizer set-up: it is a warm-up step
-        return train, None
-
-    def callback(step, record):
-        box["meter"].step(record.get("loss"), supervised=record.get("tokens"))
-
-    recipe._prepare_model = prepare_model
-    try:
-        recipe.run_sft(loaded, prepare_data=prepare_data, callbacks=[callback])
-    finally:
-        recipe._prepare_model = original
-    meter = box["meter"]
-    meter.handle.remove()
-    return {**meter.params(), "steps": meter.steps, "rows": box["rows"], "vocab": box["vocab"],
-            "patches": box["manifest"].get("patches")}
+    Loop(loaded, objective, callbacks=[lambda step, record: objective.meter.step(
+        record.get("loss"), supervised=record.get("tokens"))]).run()
+    objective.meter.handle.remove()
+    run = objective.run
+    return {**objective.meter.params(), "steps": objective.meter.steps, "rows": objective.rows,
+            "vocab": len(run.tokenizer.tokenizer), "patches": run.model_manifest.get("patches")}
 
 
 def run_trl(args, work: Path) -> dict:
@@ -259,14 +248,13 @@ def run_trl(args, work: Path) -> dict:
     from oa_core.config import load_config
     from oa_data.pipeline import build_sft_datasets
     from oa_train.model import prepare_model
-    from oa_train.model.tokens import resize_embeddings
 
     loaded = load_config(write_run_config(work, args, "trl"))
     cfg = loaded.config
-    set_seed(cfg.seed)  # as run_sft does before building the model: the same initial weights
-    model, tokenizer, _ = prepare_model(cfg, show_table=False)
-    train, _ = build_sft_datasets(cfg, tokenizer)  # the same samples, unpacked (TRL packs them)
-    resize_embeddings(model, len(tokenizer))
+    set_seed(cfg.seed)  # as oa's loop does before building the model: the same initial weights
+    prepared = prepare_model(cfg, show_table=False)
+    model, tokenizer = prepared.model, prepared.tokenizer.tokenizer
+    train, _ = build_sft_datasets(cfg, prepared.tokenizer)  # the same samples, unpacked (TRL packs them)
     train = train.select_columns(["input_ids", "labels"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,4 +1,5 @@
-"""A user can install only the light packages: oa-core (and oa-oasst) without torch."""
+"""A user can install only the light packages from the repository: oa-core (and oa-oasst with the `oa` command)
+without torch; every oa-* dependency comes from the repository, none from PyPI."""
 
 import os
 import shutil
@@ -13,7 +14,7 @@ UV = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
 
 
 @pytest.mark.skipif(not Path(UV).exists(), reason="uv not installed")
-@pytest.mark.parametrize("packages", [["oa-core"], ["oa-core", "oa-oasst"]])
+@pytest.mark.parametrize("packages", [["oa-core"], ["oa-core", "oa-cli", "oa-oasst"]])
 def test_light_packages_install_without_torch(tmp_path, packages):
     venv = tmp_path / "venv"
     subprocess.run([UV, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
@@ -24,7 +25,11 @@ def test_light_packages_install_without_torch(tmp_path, packages):
     listed = subprocess.run([UV, "pip", "list", "--python", str(py)], capture_output=True, text=True, check=True).stdout
     names = {line.split()[0] for line in listed.splitlines()[2:]}
     assert {"torch", "transformers", "datasets", "numpy", "triton"}.isdisjoint(names)
+    assert {n for n in names if n.startswith("oa-")} <= {"oa-core", "oa-command", "oa-oasst"}
     modules = [p.replace("-", "_") for p in packages]
+    if "oa-oasst" in packages:  # the partial install has a working `oa` with the oasst commands
+        out = subprocess.run([str(venv / "bin" / "oa"), "data", "oasst", "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "export" in out.stdout, out.stderr
     code = (
         "import time; t = time.perf_counter(); import oa_core; dt = time.perf_counter() - t; "
         f"import {', '.join(modules)}; from oa_core.plugins import PluginManager; "

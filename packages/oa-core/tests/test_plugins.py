@@ -99,3 +99,23 @@ def test_core_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_an_entry_of_the_wrong_type_is_left_out_and_named(make_manager):
+    def careless(register):
+        register("bare", lambda row: {"text": row["text"]})  # a function, not a DatasetFormat
+        register("plain", DatasetFormat(Text, lambda row: {"text": row["text"]}))
+
+    reg = make_manager(plugin("careless", register_dataset_formats=careless)).registry()
+    assert "plain" in reg.names("dataset_format") and "bare" not in reg.names("dataset_format")
+    (failure,) = reg.failures
+    assert failure.plugin == "careless" and "dataset format 'bare' must be an oa_core.extensions.DatasetFormat" in str(failure)
+
+
+def test_every_register_hook_has_a_kind_and_a_type():
+    from oa_core import hookspecs
+    from oa_core.extensions import TYPES
+
+    hooks = {name for name in dir(hookspecs) if name.startswith("register_") and name != "register_commands"}
+    assert set(hookspecs.KINDS) == hooks
+    assert set(hookspecs.KINDS.values()) == {*TYPES, "config_section"}

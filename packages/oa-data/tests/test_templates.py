@@ -249,3 +249,35 @@ def test_end_of_turn_inferred_from_tokens_still_to_be_added(raw_tokenizers):
     chatml = BUILTIN_TEMPLATES["chatml"].jinja
     settings = DataSettings(chat_template_jinja=chatml, add_special_tokens=["<|im_start|>", "<|im_end|>"])
     assert resolve_template(settings, raw_tokenizers["gpt2"]).end_of_turn == "<|im_end|>"
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("data", [
+    {"chat_template": "chatml"}, {"chat_template": "llama-3"}, {"chat_template": "oasst"}, {"chat_template": "llama-2"},
+    {"prefix_template": "<|im_start|>{role}\n", "suffix_template": "<|im_end|>\n",
+     "role_tag_mapping": {"user": "human \"q\" ü", "assistant": "bot"}},
+    {"chat_template_jinja": ZEPHYR},
+])
+def test_the_saved_tokenizer_renders_prompts_as_training_did(tmp_path, raw_tokenizers, family, data):
+    """The run's tokenizer carries the training template (variables inlined), so plain transformers'
+    ``apply_chat_template`` on the saved folder renders exactly what oa rendered (and vLLM, which uses it)."""
+    import copy
+
+    import yaml
+    from transformers import AutoTokenizer
+
+    from oa_core.config import load_config
+    from oa_data.templates import template_variables
+    from oa_data.tokenizer import prepare_run_tokenizer
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"method": "sft", "model": {"path": "unused"}, "data": data,
+                                    "datasets": [{"path": "unused.jsonl", "format": "openai"}]}))
+    cfg = load_config(path).config
+    prepared = prepare_run_tokenizer(cfg, copy.deepcopy(raw_tokenizers[family]))
+    prepared.tokenizer.save_pretrained(tmp_path / "saved")
+    saved = AutoTokenizer.from_pretrained(tmp_path / "saved")
+    variables = template_variables(prepared.tokenizer)
+    for messages, generation in ((CHAT, False), (CHAT[:4], True)):
+        ours = render(prepared.template, messages, generation, **variables)
+        assert saved.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation) == ours

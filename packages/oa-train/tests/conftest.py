@@ -1,35 +1,21 @@
-"""Shared by the oa-train tests: the real Llama-2 tokenizer and a tiny random-init Llama config."""
+"""Shared by the oa-train tests: a tiny random-init Llama saved with the tokenizer, per-target losses."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-TOKENIZER_DIR = Path(__file__).resolve().parents[3] / "assets" / "tokenizers" / "llama2-sp"
-
 
 @pytest.fixture(scope="session")
-def tiny_llama_config():
-    """``tiny_llama_config(**overrides) -> LlamaConfig`` (hidden 32, 2 layers, the tokenizer's vocab)."""
-    from transformers import LlamaConfig
+def tiny_model_dir(tmp_path_factory, llama_tok, tiny_llama_config) -> str:
+    """A random-init Llama (tied embeddings, 256 positions) saved with the tokenizer: ``model.path`` for run configs."""
+    import torch
+    from transformers import LlamaForCausalLM
 
-    def make(**kw):
-        base = dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=32000, pad_token_id=0, max_position_embeddings=256,
-        )
-        return LlamaConfig(**(base | kw))
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def llama_tok():
-    """The Llama-2 SentencePiece tokenizer (loaded once per session; do not mutate)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    path = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(tie_word_embeddings=True)).save_pretrained(path)
+    llama_tok.save_pretrained(path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +28,16 @@ def target_losses():
         return -t.values[t.mask]
 
     return losses
+
+
+@pytest.fixture
+def weights():
+    """``weights(folder) -> {name: tensor}`` from a saved model folder."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    def read(folder) -> dict:
+        return load_file(str(Path(folder) / "model.safetensors"))
+
+    return read

@@ -20,7 +20,7 @@ USER_ERROR = 2
 @click.version_option(__version__, "--version", "-V", prog_name="oa", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def cli(debug: bool) -> None:
-    """oa: post-training for language models: data, SFT, reward models, DPO, GRPO, inference.
+    """oa: post-training for language models: data preparation, SFT and continued pretraining.
 
     \b
     Start with:  oa plugins list            what is installed

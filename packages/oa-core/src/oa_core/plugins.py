@@ -135,6 +135,11 @@ class PluginManager:
         self.pm.register(plugin, name=name)
         self.providers[name] = provider or Provider(name, getattr(plugin, "__name__", name), "")
 
+    def unregister(self, name: str) -> None:
+        """Remove the plugin registered as ``name`` (a later :meth:`registry` no longer has its entries)."""
+        self.pm.unregister(name=name)
+        del self.providers[name]
+
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         for ep in metadata.entry_points(group=group):
             dist = ep.dist.name if ep.dist else "?"
@@ -196,3 +201,16 @@ def get_plugin_manager() -> PluginManager:
 @lru_cache(maxsize=1)
 def get_registry() -> Registry:
     return get_plugin_manager().registry()
+
+
+def add_plugin(plugin: Any, name: str, provider: Provider | None = None) -> None:
+    """Register a plugin object in this process (notebooks, tests, embedding apps): its hooks count from the
+    next :func:`get_registry` on, as if it were installed with an entry point."""
+    get_plugin_manager().register(plugin, name, provider)
+    get_registry.cache_clear()
+
+
+def remove_plugin(name: str) -> None:
+    """Undo :func:`add_plugin`."""
+    get_plugin_manager().unregister(name)
+    get_registry.cache_clear()

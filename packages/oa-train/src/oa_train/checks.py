@@ -44,5 +44,5 @@ def _length_problems(cfg) -> list[tuple[str, str]]:
                 for i, spec in enumerate(getattr(cfg, group)) if spec.max_length]
     if data.pose is not None:
         return []  # PoSE trains short rows for a longer context on purpose
-    return [(key, f"{n} exceeds the model's {limit} positions (model.path config.json); lower it")
+    return [(key, f"{n} exceeds the model's {limit} positions (model.path config.json); set it to at most {limit}")
             for key, n in lengths if n > limit]

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-TOKENIZER = Path(__file__).resolve().parents[4] / "assets" / "tokenizers" / "llama2-sp"
 VOCAB = 32000
 
 
@@ -32,8 +31,8 @@ def _save(model, path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def tokenizer_path() -> str:
-    return str(TOKENIZER)
+def tokenizer_path(llama_tokenizer_dir) -> str:
+    return llama_tokenizer_dir
 
 
 @pytest.fixture(scope="session")

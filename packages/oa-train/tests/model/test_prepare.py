@@ -159,11 +159,9 @@ def test_saved_adapter_cannot_get_new_tokens(config, registry, tmp_path):
         prepare_model(cfg, registry=registry, show_table=False)
 
 
-def test_template_tokens_exist_before_lora_and_train_with_the_adapter(tmp_path, model_dirs, tokenizer_path):
+def test_template_tokens_exist_before_lora_and_train_with_the_adapter(tmp_path, model_dirs, tokenizer_path, alpaca_seed):
     """The chat template's special tokens are added before PEFT: their rows are adapter-trainable."""
-    from pathlib import Path
-
-    rows = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
+    rows = alpaca_seed
     doc = {
         "method": "sft", "model": {"path": model_dirs["llama_tied"], "dtype": "float32"},
         "tokenizer": {"path": tokenizer_path}, "datasets": [{"path": str(rows), "format": "alpaca"}],

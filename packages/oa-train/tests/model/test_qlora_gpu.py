@@ -12,10 +12,10 @@ from oa_train.model.peft_setup import apply_peft, load_adapter, qlora_quantizati
 from oa_train.model.provider import load_model
 from oa_train.model.settings import PeftSettings
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
     importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available(),
     reason="QLoRA needs bitsandbytes and a CUDA GPU",
-)
+)]
 
 
 def test_qlora_trains_only_the_adapter_and_round_trips(model_dirs, tokenizer, tmp_path):

@@ -1,27 +1,13 @@
-"""SFT fixtures: a tiny Llama folder (weights + tokenizer), tokenized arithmetic Q/A examples, configs."""
+"""SFT fixtures: tokenized arithmetic Q/A examples, run configs, saved weights."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 IGNORE = -100
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, llama_tok, tiny_llama_config) -> str:
-    """A random-init Llama (tied embeddings) saved with the tokenizer: ``model.path`` for run configs."""
-    from transformers import LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config(tie_word_embeddings=True)).save_pretrained(path)
-    llama_tok.save_pretrained(path)
-    return str(path)
 
 
 def qa_example(tok, a: int, b: int, long: bool) -> dict:
@@ -56,14 +42,3 @@ def make_config(tmp_path, tiny_model_dir):
         return load_config(path, list(overrides))
 
     return make
-
-
-@pytest.fixture
-def weights():
-    """``weights(folder) -> {name: tensor}`` from a saved model folder."""
-    from safetensors.torch import load_file
-
-    def read(folder) -> dict:
-        return load_file(str(Path(folder) / "model.safetensors"))
-
-    return read

@@ -4,7 +4,6 @@ through accelerate with the same arguments."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -56,11 +55,11 @@ def test_launch_command_runs_the_same_command_in_each_worker():
     assert preset[preset.index("--config_file") + 1] == "zero3.yaml" and "--multi_gpu" not in preset
 
 
-def test_without_a_gpu_deepspeed_presets_run_without_accelerates_cpu_flag(monkeypatch):
+def test_without_a_gpu_deepspeed_presets_run_without_accelerates_cpu_flag(monkeypatch, repo_root):
     """ACCELERATE_USE_CPU makes accelerate drop DeepSpeed (plain DDP); DeepSpeed's CPU accelerator runs instead."""
     import torch
 
-    presets = Path(__file__).resolve().parents[4] / "examples" / "configs" / "accelerate"
+    presets = repo_root / "examples" / "configs" / "accelerate"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     assert launch_env()["ACCELERATE_USE_CPU"] == "true"
@@ -69,12 +68,12 @@ def test_without_a_gpu_deepspeed_presets_run_without_accelerates_cpu_flag(monkey
         assert "ACCELERATE_USE_CPU" not in launch_env(str(presets / name))
 
 
-def test_without_a_gpu_the_fsdp_preset_is_refused_not_run_as_ddp(tmp_path, monkeypatch, capsys):
+def test_without_a_gpu_the_fsdp_preset_is_refused_not_run_as_ddp(tmp_path, monkeypatch, capsys, repo_root):
     """accelerate runs FSDP on GPUs only and would quietly train plain DDP on CPU."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    preset = Path(__file__).resolve().parents[4] / "examples" / "configs" / "accelerate" / "fsdp.yaml"
+    preset = repo_root / "examples" / "configs" / "accelerate" / "fsdp.yaml"
     config = _write(tmp_path, {"method": "sft", "output_dir": str(tmp_path / "run"), "model": {"path": "unused"},
                                "datasets": [{"path": "unused.jsonl", "format": "alpaca"}]})
     assert main(["train", config, "--num-processes", "2", "--accelerate-config", str(preset)]) == 2
@@ -83,16 +82,14 @@ def test_without_a_gpu_the_fsdp_preset_is_refused_not_run_as_ddp(tmp_path, monke
     assert not (tmp_path / "run").exists()
 
 
-def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_model_dir):
+def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_model_dir, alpaca_seed):
     """`oa train CONFIG` on alpaca rows: chatml template (new tokens: embeddings grow), packing, eval."""
     import json
-    from pathlib import Path
 
     from safetensors import safe_open
     from transformers import AutoTokenizer
 
-    seed = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
-    rows = seed.read_text().splitlines()
+    rows = alpaca_seed.read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("\n".join(rows[:8]) + "\n")
     (tmp_path / "eval.jsonl").write_text("\n".join(rows[8:10]) + "\n")
     out = tmp_path / "out"
@@ -106,6 +103,8 @@ def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_mo
     assert main(["train", cfg, "--set", "train.learning_rate=0.001"]) == 0, capsys.readouterr().err
     tok = AutoTokenizer.from_pretrained(out / "model")
     assert "<|im_start|>" in tok.get_vocab() and len(tok) > 32000
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    assert prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"  # the training template, saved
     with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
         assert f.get_slice("model.embed_tokens.weight").get_shape()[0] >= len(tok)
     manifest = json.loads((out / "run_manifest.json").read_text())
@@ -129,14 +128,13 @@ def test_plugin_registers_methods_without_heavy_imports():
     assert {"sft", "pretrain"} <= set(methods) and heavy == []
 
 
-def test_per_epoch_resample_draws_a_new_mix_every_epoch(tmp_path, monkeypatch, tiny_model_dir):
+def test_per_epoch_resample_draws_a_new_mix_every_epoch(tmp_path, monkeypatch, tiny_model_dir, alpaca_seed):
     """data.per_epoch_resample: epochs 1 and 2 train on fresh, reproducible draws of a 50% sample."""
     import oa_data.pipeline as pipeline
     from oa_core.config import load_config
     from oa_train.sft import run_sft
 
-    seed = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
-    (tmp_path / "train.jsonl").write_text("\n".join(seed.read_text().splitlines()[:16]) + "\n")
+    (tmp_path / "train.jsonl").write_text("\n".join(alpaca_seed.read_text().splitlines()[:16]) + "\n")
     cfg = load_config(_write(tmp_path, {
         "method": "sft", "output_dir": str(tmp_path / "out"), "model": {"path": tiny_model_dir, "dtype": "float32"},
         "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca", "sample_rate": 0.5}],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +15,7 @@ import yaml
 
 from oa_cli.main import main
 
-ROOT = Path(__file__).resolve().parents[4]
-SEED_TASKS = ROOT / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
-PRESETS = ROOT / "examples" / "configs" / "accelerate"
+pytestmark = pytest.mark.multiprocess
 
 
 def _config(tmp_path, model_dir, name, batch, accumulation, **train) -> str:
@@ -35,15 +32,16 @@ def _config(tmp_path, model_dir, name, batch, accumulation, **train) -> str:
     return str(path)
 
 
-def _write_data(tmp_path) -> None:
+def _write_data(tmp_path, alpaca_seed) -> None:
     """8 training rows (2 steps of 4 examples) and 3 eval rows (one rank gets a filler)."""
-    rows = SEED_TASKS.read_text().splitlines()
+    rows = alpaca_seed.read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("\n".join(rows[:8]) + "\n")
     (tmp_path / "eval.jsonl").write_text("\n".join(rows[8:11]) + "\n")
 
 
-def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp_path, tiny_model_dir, weights, capfd):
-    _write_data(tmp_path)
+def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp_path, tiny_model_dir, weights, capfd,
+                                                                                alpaca_seed):
+    _write_data(tmp_path, alpaca_seed)
 
     assert main(["train", _config(tmp_path, tiny_model_dir, "two", batch=1, accumulation=2), "--num-processes", "2"]) == 0, capfd.readouterr().err[-3000:]
     assert main(["train", _config(tmp_path, tiny_model_dir, "one", batch=4, accumulation=1)]) == 0
@@ -62,14 +60,16 @@ def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp
         "random_states_0.pkl", "random_states_1.pkl", "trainer_state.json", "model.safetensors"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["zero2", "zero3"])
-def test_deepspeed_preset_on_two_cpu_processes_matches_one_process_and_resumes(preset, tmp_path, tiny_model_dir, weights, capfd):
+def test_deepspeed_preset_on_two_cpu_processes_matches_one_process_and_resumes(preset, tmp_path, tiny_model_dir, weights, capfd,
+                                                                              alpaca_seed, repo_root):
     """The preset's bf16 yields to train.mixed_precision (no); AdamW, so the resume restores sharded optimizer state."""
     pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (./scripts/setup.sh --extra deepspeed)")
-    _write_data(tmp_path)
+    _write_data(tmp_path, alpaca_seed)
     adamw = {"optimizer": "adamw", "learning_rate": 1e-3}
     ds = _config(tmp_path, tiny_model_dir, "ds", batch=1, accumulation=2, **adamw)
-    launch = ["train", ds, "--num-processes", "2", "--accelerate-config", str(PRESETS / f"{preset}.yaml")]
+    launch = ["train", ds, "--num-processes", "2", "--accelerate-config", str(repo_root / "examples" / "configs" / "accelerate" / f"{preset}.yaml")]
     assert main(launch) == 0, capfd.readouterr().err[-3000:]
     assert main(["train", _config(tmp_path, tiny_model_dir, "one", batch=4, accumulation=1, **adamw)]) == 0
 

@@ -63,7 +63,7 @@ def test_resume_rejects_a_folder_that_is_no_checkpoint(make_config, qa_data, tmp
         run_sft(cfg, prepare_data=lambda c, t: qa_data)
 
 
-def test_sigkill_then_resume_via_cli(tmp_path, tiny_model_dir, weights):
+def test_sigkill_then_resume_via_cli(tmp_path, tiny_model_dir, weights, alpaca_seed):
     """`oa train` killed with SIGKILL right after a checkpoint; `oa train --resume auto` finishes it
     with exactly the weights of an uninterrupted run."""
     import os
@@ -76,8 +76,7 @@ def test_sigkill_then_resume_via_cli(tmp_path, tiny_model_dir, weights):
 
     from oa_cli.main import main
 
-    seed = Path(__file__).resolve().parents[4] / "examples" / "data" / "alpaca-seed" / "seed_tasks_alpaca.jsonl"
-    (tmp_path / "train.jsonl").write_text("\n".join(seed.read_text().splitlines()[:12]) + "\n")
+    (tmp_path / "train.jsonl").write_text("\n".join(alpaca_seed.read_text().splitlines()[:12]) + "\n")
 
     def config(name):
         doc = {"method": "sft", "seed": 5, "output_dir": str(tmp_path / name), "model": {"path": tiny_model_dir, "dtype": "float32"},

@@ -160,7 +160,8 @@ class Loop:
         tokenizer = run_tokenizer.tokenizer
         pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
         self.tokenizer = tokenizer
-        self.objective.setup(Run(self.cfg, self.tc, self.accelerator, run_tokenizer, self.out, label_logprobs, pad_id))
+        self.objective.setup(Run(self.cfg, self.tc, self.accelerator, run_tokenizer, self.model, self.model_manifest,
+                                 self.out, label_logprobs, pad_id))
 
     def _prepare_data(self) -> None:
         with self.accelerator.main_process_first():  # rank 0 fills the tokenized cache the others read
@@ -316,7 +317,8 @@ class Loop:
             self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             if self.main:
                 self.log.add(record)
-                self.bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
+                if "loss" in record:
+                    self.bar.set_postfix(loss=f"{record['loss']:.4f}")
                 tqdm.write(format_record(record, self.schedule.total_steps))
         return record
 

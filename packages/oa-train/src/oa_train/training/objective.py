@@ -37,6 +37,8 @@ class Run:
     train: Any  # its ``train:`` section: the method's LoopConfig subclass
     accelerator: Any  # accelerate.Accelerator
     tokenizer: Any  # oa_data.tokenizer.RunTokenizer: the tokenizer and the chat template
+    model: Any  # the model as built (patches, PEFT); ``loss`` gets it as accelerate wrapped it
+    model_manifest: dict  # what was done to the model (run_manifest.json "model")
     output_dir: Path
     label_logprobs: Any  # oa_train.training.logprobs.LabelLogProbs of this model
     pad_id: int
