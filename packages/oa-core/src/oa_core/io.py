@@ -71,3 +71,21 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def refuse_input_as_output(output: str | os.PathLike, inputs: dict[str, str | os.PathLike]) -> None:
+    """A one-line error when ``output`` is one of ``inputs`` (the same file, also through another path or a
+    link) or lies inside an input folder: writing it would destroy what is being read. ``inputs`` maps a name
+    (a config key or argument) to a path."""
+    from oa_core.errors import OAError
+
+    out = Path(output).expanduser()
+    for name, path in inputs.items():
+        src = Path(path).expanduser()
+        if not src.exists():
+            continue
+        same = out.exists() and os.path.samefile(out, src)
+        inside = src.is_dir() and out.resolve().is_relative_to(src.resolve())
+        if same or inside:
+            raise OAError(f"{output}: is {'the same file as' if same else 'inside'} the input {name} ({path}); "
+                          "writing it would destroy the input", hint="choose another output path")
