@@ -51,3 +51,16 @@ def tiny_llama_config():
         return LlamaConfig(**(base | kw))
 
     return make
+
+
+@pytest.fixture
+def weights():
+    """``weights(folder) -> {name: tensor}`` from a saved model folder."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    def read(folder) -> dict:
+        return load_file(str(Path(folder) / "model.safetensors"))
+
+    return read

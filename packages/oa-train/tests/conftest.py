@@ -28,16 +28,3 @@ def target_losses():
         return -t.values[t.mask]
 
     return losses
-
-
-@pytest.fixture
-def weights():
-    """``weights(folder) -> {name: tensor}`` from a saved model folder."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    def read(folder) -> dict:
-        return load_file(str(Path(folder) / "model.safetensors"))
-
-    return read

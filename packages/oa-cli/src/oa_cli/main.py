@@ -143,13 +143,22 @@ def _fail(message: str) -> None:
         click.echo(f"error: {line}", err=True)
 
 
+def _os_error(e: OSError) -> str:
+    from pathlib import Path
+
+    name = e.filename or "file"
+    if isinstance(e, FileExistsError | NotADirectoryError) and Path(str(name)).is_file():
+        return f"{name}: is a file, but a folder is needed there (hint: choose another path)"
+    return f"{name}: {e.strerror or e}" + (f" -> {e.filename2}" if e.filename2 else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors print one line each and exit 2 (tracebacks with --debug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("OA_DEBUG") == "1"
     try:
         _add_plugin_commands()
-        cli.main(argv, prog_name="oa", standalone_mode=False)
+        code = cli.main(argv, prog_name="oa", standalone_mode=False)  # a command's Exit(code) comes back here
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:
@@ -172,10 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _fail(str(e).replace("\n", " "))
         return USER_ERROR
+    except OSError as e:  # a path the user gave: missing, a file where a folder is needed, no permission, disk full
+        if debug:
+            raise
+        _fail(_os_error(e))
+        return USER_ERROR
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -29,3 +29,15 @@ class RecordError(OAError):
 
 class PluginError(OAError):
     """A plugin failed to load or registered a duplicate name."""
+
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr, once per message and process."""
+    import sys
+
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: {message}", file=sys.stderr)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from oa_core.config import DatasetSpec, ModelSettings, RunConfig, TokenizerSettings
-from oa_core.errors import OAError
+from oa_core.errors import OAError, warn
 from oa_core.extensions import ChatTemplate
 from oa_data.hub import is_offline, load_error, resolve_source
 
@@ -78,6 +78,8 @@ def load_tokenizer(tok: TokenizerSettings, model: ModelSettings | None = None):
     if not raw:
         raise OAError("tokenizer.path: no tokenizer given", hint="set tokenizer.path or model.path")
     path, local = resolve_source(raw, key)
+    if tok.trust_remote_code:
+        warn(f"tokenizer.trust_remote_code is on: Python code from '{raw}' will run in this process")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             path,

@@ -26,12 +26,15 @@ def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_
     from oa_core.config import load_config
     from oa_train.launch import in_worker, launch
     from oa_train.training.loop import train as train_loop
+    from oa_train.training.output_dir import RunLock, check_output_dir
 
     overrides = [*overrides, *([f"train.resume_from={resume}"] if resume else [])]
     loaded = load_config(config_file, overrides)  # validate before starting any worker
     if (num_processes > 1 or accelerate_config) and not in_worker():
+        check_output_dir(loaded.config)
         target = ["-m", "oa_cli.main", "train", config_file, *(a for o in overrides for a in ("--set", o))]
-        rc = launch(target, num_processes=num_processes, accelerate_config=accelerate_config).returncode
+        with RunLock(loaded.config.output_dir):  # held for the workers (they see OA_RUN_LOCKED=1)
+            rc = launch(target, num_processes=num_processes, accelerate_config=accelerate_config).returncode
         if rc:
             raise OAError(f"training failed in a worker process (exit code {rc})", hint="see the worker output above")
         return

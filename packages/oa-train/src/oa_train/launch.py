@@ -55,7 +55,9 @@ def preset_type(accelerate_config: str | None) -> str | None:
 def launch_env(accelerate_config: str | None = None) -> dict[str, str]:
     import torch
 
-    env = {**os.environ, LAUNCHED_ENV: "1"}
+    from oa_train.training.output_dir import LOCK_ENV
+
+    env = {**os.environ, LAUNCHED_ENV: "1", LOCK_ENV: "1"}
     kind = preset_type(accelerate_config)
     if not torch.cuda.is_available():
         if kind == "FSDP":

@@ -32,7 +32,7 @@ def _write(tmp_path, doc) -> str:
     ],
 )
 def test_user_errors_are_one_line(tmp_path, capsys, doc, args, message):
-    code = main(["train", _write(tmp_path, doc), *args])
+    code = main(["train", _write(tmp_path, {"output_dir": str(tmp_path / "out"), **doc}), *args])
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err

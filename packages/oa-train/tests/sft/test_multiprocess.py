@@ -56,8 +56,9 @@ def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp
     assert [r["tokens"] for r in logs[0]] == [r["tokens"] for r in logs[1]]
     assert abs(logs[0][-1]["eval_loss"] - logs[1][-1]["eval_loss"]) < 1e-5  # 3 eval rows: one rank gets a filler
     assert logs[0][-1]["eval_tokens"] == logs[1][-1]["eval_tokens"]
-    assert {p.name for p in (tmp_path / "two" / "checkpoints" / "checkpoint-2").iterdir()} >= {
-        "random_states_0.pkl", "random_states_1.pkl", "trainer_state.json", "model.safetensors"}
+    files = {p.name for p in (tmp_path / "two" / "checkpoints" / "checkpoint-2").iterdir()}
+    assert files == {"model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json", "rng_0.json",
+                     "rng_0.safetensors", "rng_1.json", "rng_1.safetensors", "trainer_state.json", "checkpoint.json"}
 
 
 @pytest.mark.slow
@@ -86,7 +87,9 @@ def test_deepspeed_preset_on_two_cpu_processes_matches_one_process_and_resumes(p
     assert [r["tokens"] for r in logs[0]] == [r["tokens"] for r in logs[1]]
     assert abs(logs[0][-1]["eval_loss"] - logs[1][-1]["eval_loss"]) < 1e-5
     step1 = out / "checkpoints" / "checkpoint-1"
-    assert {p.name for p in step1.iterdir()} >= {"pytorch_model", "random_states_0.pkl", "random_states_1.pkl", "trainer_state.json"}
+    files = {p.name for p in step1.iterdir()}
+    assert {"pytorch_model", "rng_0.json", "rng_1.json", "scheduler.json", "trainer_state.json", "checkpoint.json"} <= files
+    assert not any(name.endswith(".pkl") for name in files)
 
     # lose step 2 and the final model, then resume from the step-1 checkpoint (ZeRO shards, optimizer, RNG)
     shutil.rmtree(out / "checkpoints" / "checkpoint-2")

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from oa_core.config.safe_yaml import load_json, load_yaml
 from oa_core.errors import ConfigError
 
 OVERRIDE = "--set"
@@ -19,7 +20,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: config file not found"], hint="check the path")
     text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = load_json(text, str(path)) if path.suffix == ".json" else load_yaml(text, str(path))
     except json.JSONDecodeError as e:
         raise ConfigError([f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}"]) from None
     except yaml.YAMLError as e:

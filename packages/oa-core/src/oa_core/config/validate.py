@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,7 +63,8 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
 def validate_config(data: dict[str, Any], sources: dict[str, str], file: str, registry: Registry | None = None):
     """Validate merged config data; raises :class:`ConfigError` listing every problem."""
     registry = registry or get_registry()
-    problems: list[str] = []
+    problems = [f"{origin_file(key, sources, file)}: {key}: must be a finite number (got {value})"
+                for key, value in _non_finite(data)]
     method = data.get("method")
     try:
         model = config_model(registry, method if isinstance(method, str) else None)
@@ -92,6 +94,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None, registry: 
         if not any(covers(key, k) for k in sources):
             sources[key] = DEFAULT
     return LoadedConfig(cfg, path, dict(sorted(sources.items())))
+
+
+def _non_finite(value: Any, key: str = "") -> Iterator[tuple[str, float]]:
+    """Every ``inf``/``nan`` in the raw config (YAML ``.inf``, JSON ``Infinity``): no option takes one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, f"{key}.{i}")
 
 
 # ---------------------------------------------------------------- plugin names

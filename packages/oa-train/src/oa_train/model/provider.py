@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 from oa_core.config import ModelSettings
-from oa_core.errors import OAError
+from oa_core.errors import OAError, warn
 from oa_data.hub import is_offline, load_error, resolve_source
 from oa_data.tokenizer import load_tokenizer  # noqa: F401  (re-exported for the model package)
 
@@ -80,6 +81,8 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
             hint="use model.dtype, model.attn_implementation, model.trust_remote_code, model.revision",
         )
     path, local = resolve_source(model.path, "model.path")
+    if model.trust_remote_code:
+        warn(f"model.trust_remote_code is on: Python code from '{model.path}' will run in this process")
     kwargs: dict[str, Any] = {
         "dtype": _dtype(model.dtype),
         "trust_remote_code": model.trust_remote_code,
@@ -102,6 +105,13 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
         if model.type == "seq_cls":
             kwargs["num_labels"] = num_labels or _checkpoint_labels(path, kwargs) or 1
         return cls.from_pretrained(path, **kwargs)
+    except pickle.UnpicklingError as e:
+        unsafe = " ".join(str(e).split()).partition("WeightsUnpickler error:")[2].strip()[:120]
+        raise OAError(
+            f"model.path: the pickled weights in '{model.path}' hold objects other than tensors, which are not "
+            f"loaded ({unsafe or 'refused by torch.load(weights_only=True)'})",
+            hint="use safetensors weights; oa never runs code from a weights file",
+        ) from None
     except OSError as e:
         if local and kwargs["use_safetensors"] and "safetensors" in str(e).lower():
             raise OAError(

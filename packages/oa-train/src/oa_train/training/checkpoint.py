@@ -1,24 +1,36 @@
-"""Checkpoints: ``output_dir/checkpoints/checkpoint-<step>``, written atomically, pruned to the best K.
+"""Checkpoints: ``output_dir/checkpoints/checkpoint-<step>``, written atomically and verified on resume.
 
-A checkpoint is ``accelerator.save_state`` (weights, optimizer, registered scheduler, RNG of every rank,
-sharded for FSDP/DeepSpeed) plus ``trainer_state.json``. It is written into ``.checkpoint-<step>.tmp``
-and renamed when complete, so a kill at any moment leaves either a whole checkpoint or an ignored temp
-folder. Pruning keeps the latest checkpoint (for resume) plus the ``limit`` best by the chosen metric
-(or the ``limit`` latest when no checkpoint has the metric).
+A checkpoint holds the run's resumable state (:mod:`~oa_train.training.state`: no pickles), the loop's
+``trainer_state.json`` and, written last, ``checkpoint.json``: the size and SHA-256 of every file. It is written
+into ``.checkpoint-<step>.tmp``, every file and the folder are fsynced, and only then is it renamed, so a kill
+or a crash at any moment leaves a whole checkpoint or an ignored temp folder. A disk that fills up mid-write
+loses nothing but the unfinished checkpoint.
+
+Resume verifies a checkpoint against its ``checkpoint.json`` (sizes, checksums, no file it does not list,
+e.g. a planted pickle); ``auto`` falls back to the newest checkpoint that verifies, with a warning. Pruning keeps
+the latest checkpoint (for resume) plus the ``limit`` best by the chosen metric (or the ``limit`` latest when no
+checkpoint has the metric).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
+
+import torch
 
 from oa_core.errors import OAError
 from oa_core.io import atomic_write_text
 
 STATE_FILE = "trainer_state.json"
+MANIFEST = "checkpoint.json"
 PREFIX = "checkpoint-"
+FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Checkpoints:
@@ -26,31 +38,61 @@ class Checkpoints:
         self.root = Path(output_dir) / "checkpoints"
         self.limit, self.metric, self.greater = limit, metric, greater_is_better
 
-    def save(self, accelerator, step: int, state: dict) -> Path:
+    def save(self, accelerator, step: int, state: dict, write_state) -> Path:
+        """Write checkpoint ``step``: ``write_state(folder)`` on every process (the run's resumable state), then
+        ``state`` as ``trainer_state.json`` and the manifest. A full disk is one :class:`OAError` on every rank."""
         final, tmp = self.root / f"{PREFIX}{step}", self.root / f".{PREFIX}{step}.tmp"
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+        main = accelerator.is_main_process
+        error = None
+        try:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+        except OSError as e:
+            error = e
+        error = _agree(accelerator, error)
+        if error is None:
+            try:
+                write_state(tmp)
+            except OSError as e:
+                error = e
+            error = _agree(accelerator, error)
+        if error is None and main:
+            try:
+                atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))
+                write_manifest(tmp)
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                _fsync_dir(self.root)
+            except OSError as e:
+                error = e
+        error = _agree(accelerator, error)
+        if error is not None:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise self._write_error(final, error)
+        if main:
             self.prune()
         accelerator.wait_for_everyone()
         return final
 
+    def _write_error(self, final: Path, error: OSError) -> OSError | OAError:
+        if error.errno not in FULL:
+            return error
+        last = self.list()
+        where = f"the last complete checkpoint is {last[-1][1]}" if last else "no checkpoint was completed"
+        return OAError(f"no space left on device while writing {final} ({where})",
+                       hint="free space (or choose another output_dir), then continue with --resume auto")
+
     def list(self) -> list[tuple[int, Path]]:
-        """Complete checkpoints, oldest first."""
+        """Checkpoints whose manifest was written (complete), oldest first; not yet verified."""
         if not self.root.is_dir():
             return []
         found = []
         for p in self.root.iterdir():
             step = p.name.removeprefix(PREFIX)
-            if p.name.startswith(PREFIX) and step.isdigit() and (p / STATE_FILE).is_file():
+            if p.name.startswith(PREFIX) and step.isdigit() and (p / MANIFEST).is_file():
                 found.append((int(step), p))
         return sorted(found)
 
@@ -79,20 +121,87 @@ class Checkpoints:
         return removed
 
     def resolve(self, resume_from: str | None) -> Path | None:
-        """The checkpoint to resume from: ``"auto"`` = the latest one (None if there is none)."""
+        """The checkpoint to resume from, verified: ``"auto"`` = the newest that verifies (None if there is
+        none; damaged newer ones are named in a warning), or a given folder (a one-line error if damaged)."""
         if resume_from is None:
             return None
         if resume_from == "auto":
-            ckpts = self.list()
-            return ckpts[-1][1] if ckpts else None
+            found = self.list()
+            for _, path in reversed(found):
+                problem = verify(path)
+                if problem is None:
+                    return path
+                print(f"warning: skipping damaged checkpoint {path}: {problem}", file=sys.stderr)
+            if found:
+                raise OAError(f"train.resume_from: auto: no checkpoint in {self.root} verifies (see the warnings)",
+                              hint="restore them, or move them away to start the run again")
+            return None
         path = Path(resume_from)
-        if not (path / STATE_FILE).is_file():
+        if not (path / MANIFEST).is_file():
             raise OAError(
-                f"train.resume_from: '{resume_from}' is not a complete checkpoint (no {STATE_FILE})",
+                f"train.resume_from: '{resume_from}' is not a complete checkpoint (no {MANIFEST})",
                 hint=f"use 'auto' or a folder under {self.root}",
             )
+        problem = verify(path)
+        if problem is not None:
+            raise OAError(f"train.resume_from: checkpoint '{resume_from}' is damaged: {problem}",
+                          hint="resume from an earlier checkpoint, or with 'auto' (the newest that verifies)")
         return path
 
 
 def read_state(path: Path) -> dict:
     return json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def write_manifest(folder: Path) -> None:
+    """fsync every file of ``folder`` and the folder, then write ``checkpoint.json`` (sizes, SHA-256) last."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+            files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size,
+                                                          "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+    for sub in sorted({p.parent for p in folder.rglob("*") if p.is_file()}):
+        _fsync_dir(sub)
+    atomic_write_text(folder / MANIFEST, json.dumps({"format": 1, "files": files}, indent=1))
+    _fsync_dir(folder)
+
+
+def verify(folder: Path) -> str | None:
+    """Why ``folder`` does not match its manifest (a missing, changed or unlisted file), or None."""
+    try:
+        listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{MANIFEST} unreadable ({type(e).__name__})"
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        return f"{unlisted[0]} is not listed in {MANIFEST} (a file this run did not write)"
+    for name, want in listed.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {want['size']} were written"
+        with open(path, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != want["sha256"]:
+                return f"{name} changed after it was written (checksum)"
+    return None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _agree(accelerator, error: OSError | None) -> OSError | None:
+    """The error of any process, seen by every process (so all stop together instead of waiting forever)."""
+    if accelerator.num_processes == 1:
+        return error
+    failed = torch.tensor([0 if error is None else 1], device=accelerator.device)
+    if int(accelerator.reduce(failed, reduction="sum").item()) == 0:
+        return None
+    return error or OSError(errno.EIO, "another process failed to write its part of the checkpoint")

@@ -4,11 +4,12 @@ mean the same for every method. Pure pydantic: no torch at import."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow"]
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class LoopConfig(BaseModel):
@@ -28,7 +29,7 @@ class LoopConfig(BaseModel):
     optimizer: Literal["adamw", "sgd", "adafactor"] = Field("adamw", description="sgd: plain SGD, no momentum")
     learning_rate: float = Field(2e-5, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (not on biases and norm weights)")
-    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    adam_betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1)")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon")
     lr_scheduler: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"

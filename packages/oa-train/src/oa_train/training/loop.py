@@ -10,10 +10,12 @@ registered method.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from oa_train.training.config import LoopConfig
 from oa_train.training.logprobs import LabelLogProbs
 from oa_train.training.objective import Objective, Run
 from oa_train.training.optim import build_optimizer, build_scheduler
+from oa_train.training.output_dir import RunLock, check_output_dir, lock_held_by_launcher, mark_run_folder
 from oa_train.training.runtime import (
     fill_deepspeed_values,
     flat,
@@ -40,6 +43,7 @@ from oa_train.training.runtime import (
     versions,
     write_manifest,
 )
+from oa_train.training.state import load_training_state, save_training_state
 from oa_train.training.tracking import RunLog, format_record, trackers
 
 Callback = Callable[[int, dict], None]  # (step, logged record) after every optimizer step and its checkpoint
@@ -86,21 +90,39 @@ class Loop:
         self.out = Path(self.cfg.output_dir)
 
     def run(self) -> dict:
-        self.setup()
+        check_output_dir(self.cfg)  # before anything is created there
         try:
-            self.train()
-        except BaseException as e:  # the manifest records a crash or an interrupt
-            if self.main:
-                interrupted = isinstance(e, KeyboardInterrupt)
-                self.manifest.update(status="interrupted" if interrupted else "failed", steps=self.state.step,
-                                     error=str(e) or type(e).__name__)
+            with self._lock():
+                self.setup()
+                try:
+                    self.train()
+                    return self.finish()
+                except BaseException as e:  # the manifest records a crash or an interrupt
+                    self._record_failure(e)
+                    raise
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise OAError(f"no space left on device while writing {e.filename or 'the output'}",
+                          hint="free space (or choose another output_dir); continue with --resume auto") from None
+
+    def _record_failure(self, e: BaseException) -> None:
+        """Best effort: the error may be that the disk is full."""
+        if self.main:
+            self.manifest.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                                 steps=self.state.step, error=str(e) or type(e).__name__)
+            with suppress(OSError):
                 write_manifest(self.out, self.manifest)
-            raise
-        return self.finish()
+
+    def _lock(self):
+        """The output folder's lock, on the first process (unless the launching `oa train` holds it)."""
+        first = int(os.environ.get("RANK", "0")) == 0
+        return RunLock(self.out) if first and not lock_held_by_launcher() else nullcontext()
 
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> None:
+        """Everything that can refuse the run comes before anything is written into the output folder."""
         resume = self._resolve_resume()
         self._start_accelerator()
         self._build_model()
@@ -111,10 +133,12 @@ class Loop:
         self.log = RunLog(self.out, self.state.history)
         self.manifest = self._manifest(resume)
         if self.main:
+            mark_run_folder(self.out)
+            write_effective_config(self.loaded, self.out)
             write_manifest(self.out, self.manifest)
 
     def _resolve_resume(self) -> Path | None:
-        """The checkpoint to resume from; first, so a wrong path fails before any work."""
+        """The checkpoint to resume from (verified); first, so a wrong path fails before any work."""
         if self.cfg.model is None:
             raise OAError("model: no model configured", hint="set model.path to a local folder or hub id")
         self.checkpoints = Checkpoints(self.out, limit=self.tc.save_total_limit, metric=self.tc.metric_for_best,
@@ -140,9 +164,6 @@ class Loop:
         )
         self.main = self.accelerator.is_main_process
         set_seed(self.cfg.seed)
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_effective_config(self.loaded, self.out)
 
     def _build_model(self) -> None:
         """The one tokenizer step, then the model built for it (patches, PEFT or freezing), then the objective."""
@@ -179,7 +200,6 @@ class Loop:
         self.scheduler = build_scheduler(optimizer, tc.lr_scheduler, self.schedule.warmup_steps,
                                          self.schedule.total_steps)  # stepped once per optimizer step
         self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
-        self.accelerator.register_for_checkpointing(self.scheduler)
         if tc.report_to != ["none"]:
             self.accelerator.init_trackers(tc.project, config=flat(self.loaded.effective()))
 
@@ -193,7 +213,7 @@ class Loop:
                 f"{self.schedule.total_steps}",
                 hint="resume with the same data, batch sizes, epochs and number of processes",
             )
-        self.accelerator.load_state(str(resume))
+        load_training_state(self.accelerator, self.model, self.optimizer, self.scheduler, resume)
         return state
 
     def _manifest(self, resume: Path | None) -> dict:
@@ -217,17 +237,19 @@ class Loop:
         self.window: dict[str, list[float]] = {}  # metric -> [sum, count] since the last log
         self.skipped_in_a_row = 0
         self.model.train()
-        for step in range(self.state.step, self.schedule.total_steps):
-            batches = self.objective.make_batches(self.model, self._step_examples(step), step)
-            result = self._step(batches)
-            self.state.step = step + 1
-            self.bar.update(1)
-            record = self._log_and_evaluate(result)
-            if self.tc.save_steps and self.state.step % self.tc.save_steps == 0:
-                self.save_checkpoint()
-            for callback in self.callbacks:
-                callback(self.state.step, record)
-        self.bar.close()
+        try:
+            for step in range(self.state.step, self.schedule.total_steps):
+                batches = self.objective.make_batches(self.model, self._step_examples(step), step)
+                result = self._step(batches)
+                self.state.step = step + 1
+                self.bar.update(1)
+                record = self._log_and_evaluate(result)
+                if self.tc.save_steps and self.state.step % self.tc.save_steps == 0:
+                    self.save_checkpoint()
+                for callback in self.callbacks:
+                    callback(self.state.step, record)
+        finally:
+            self.bar.close()  # also on an error, so that the error starts a line of its own
 
     def _step_examples(self, step: int) -> list[list[dict]]:
         """The examples of each micro-batch of ``step`` on this process (a resampled epoch with fewer rows
@@ -324,7 +346,8 @@ class Loop:
 
     def save_checkpoint(self) -> Path:
         self.state.history = self.log.history
-        return self.checkpoints.save(self.accelerator, self.state.step, asdict(self.state))
+        return self.checkpoints.save(self.accelerator, self.state.step, asdict(self.state), lambda folder: save_training_state(
+            self.accelerator, self.model, self.optimizer, self.scheduler, folder))
 
     # ------------------------------------------------------------------ finish
 
