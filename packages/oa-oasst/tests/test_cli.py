@@ -35,7 +35,7 @@ def test_export_pairs_and_label_filter(small_path, tmp_path):
 def test_user_errors_are_one_line(small_path, tmp_path, capsys, write_lines):
     out = tmp_path / "x.jsonl"
     cases = [
-        (["--to", "pairs", "--top-k", "2"], "error: --top-k does not apply to --to pairs"),
+        (["--to", "pairs", "--system-tag"], "error: --system-tag does not apply to --to pairs"),
         (["--to", "sft", "--tag-dropout", "2"], "error: --tag-dropout: Input should be less than or equal to 1"),
         (["--to", "sft", "--min-label", "quality"], "error: --min-label 'quality': expected NAME=NUMBER"),
     ]
@@ -71,3 +71,42 @@ def test_oa_executable(small_path, tmp_path):
     proc = subprocess.run([str(oa), "data", "oasst", "export", str(tmp_path / "missing.jsonl"), str(out), "--to", "sft"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "file not found" in proc.stderr
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_refuses_to_overwrite_its_input(small_path, tmp_path, capsys):
+    src = tmp_path / "trees.jsonl"
+    src.write_bytes(Path(small_path).read_bytes())
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(src)
+    for out in (src, link):
+        assert main(["data", "oasst", "export", str(src), str(out), "--to", "sft"]) == 2
+        err = one_line_error(capsys)
+        assert err.startswith(f"error: {out}: is the same file as the input IN ({src}); writing it would destroy")
+        assert src.read_bytes() == Path(small_path).read_bytes() and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "trees.jsonl"]
+
+
+def test_not_an_oasst_export(tmp_path, capsys, write_lines, jsonl, small_path):
+    alpaca = {"instruction": "Add.", "input": "2+2", "output": "4"}
+    cases = [
+        ([alpaca, alpaca], ":1: not an OASST export: neither a message tree (no 'prompt') nor a message "
+                           "(no 'message_id'); keys: instruction, input, output"),
+        (["", alpaca], ":2: not an OASST export: neither a message tree"),
+        ([jsonl(small_path)], ":1: not an OASST export: expected a JSON object, got list"),
+        (["[", json.dumps(jsonl(small_path)[0]), "]"], ":1: not an OASST export: malformed JSON line"),
+        ([], ": empty file: no message trees or messages"),
+        (["", "  "], ": empty file: no message trees or messages"),
+    ]
+    out = tmp_path / "out" / "x.jsonl"
+    for i, (lines, problem) in enumerate(cases):
+        path = write_lines(lines, f"case{i}.jsonl")
+        assert main(["data", "oasst", "export", path, str(out), "--to", "sft"]) == 2
+        err = one_line_error(capsys)
+        assert err.startswith(f"error: {path}{problem}") and "(hint: give an Open-Assistant export" in err
+        assert not out.exists() and not list(out.parent.glob("*"))

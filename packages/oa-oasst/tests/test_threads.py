@@ -11,8 +11,8 @@ P0 "What is 2+2?"
 
 import pytest
 
-from oa_oasst.formats import iter_records
-from oa_oasst.options import SftOptions
+from oa_oasst.formats import CONVERSIONS, iter_records
+from oa_oasst.options import PairOptions, SftOptions
 from oa_oasst.summary import Summary
 
 
@@ -92,3 +92,44 @@ def test_system_tag_dropout(run):
     records, _ = run(langs=["en"], system_tag=True, tag_drop={"quality": 1.0, "length": 1.0})
     tags = [m.content for r in records for m in r.messages if m.role == "system"]
     assert tags and all("quality" not in t and "length" not in t and "lang: en" in t for t in tags)
+
+
+def msg(mid, role, rank=None, *replies):
+    return {"message_id": mid, "text": mid, "role": role, "lang": "en", "review_result": True, "rank": rank,
+            "replies": list(replies)}
+
+
+def ranked_tree():
+    """R0 ── B1 rank 0 ── R2 rank 0 ── B3 rank 1
+          │            └─ R4 rank 1 ── B5 rank 0      (a second user follow-up)
+          ├─ B6 rank 1 ── R7 rank 0                   (unanswered first follow-up)
+          │            └─ R9 rank 1 ── B10 rank 0 / B11 rank 1
+          └─ B8 unranked                             (beside ranked siblings)
+    S0 ── S1 unranked                                (an only reply)"""
+    r0 = msg("R0", "prompter", None,
+             msg("B1", "assistant", 0, msg("R2", "prompter", 0, msg("B3", "assistant", 1)),
+                 msg("R4", "prompter", 1, msg("B5", "assistant", 0))),
+             msg("B6", "assistant", 1, msg("R7", "prompter", 0),
+                 msg("R9", "prompter", 1, msg("B10", "assistant", 0), msg("B11", "assistant", 1))),
+             msg("B8", "assistant", None))
+    return [{"message_tree_id": "R0", "prompt": r0},
+            {"message_tree_id": "S0", "prompt": msg("S0", "prompter", None, msg("S1", "assistant"))}]
+
+
+def test_top_k_is_open_assistants_rule(write_lines):
+    path = write_lines(ranked_tree())
+
+    def ids(kind, **options):
+        records = list(iter_records(path, kind, CONVERSIONS[kind].options(**options), Summary()))
+        return [r.metadata["message_ids"] if kind == "sft" else r.metadata["parent_id"] for r in records]
+
+    # rank 0 only; every user follow-up; B1 ends no thread (R2 is answered, by a cut reply); B8 is cut, S1 is not
+    assert ids("sft", top_k=1) == [["R0", "B1", "R4", "B5"], ["S0", "S1"]]
+    top_2 = [["R0", "B1", "R2", "B3"], ["R0", "B1", "R4", "B5"], ["R0", "B6"], ["R0", "B6", "R9", "B10"],
+             ["R0", "B6", "R9", "B11"], ["S0", "S1"]]
+    assert ids("sft", top_k=2) == top_2
+    assert ids("sft") == [*top_2[:-1], ["R0", "B8"], ["S0", "S1"]]
+    # ranked/pairs: top_k limits the thread leading to a fork, not the fork's replies
+    assert ids("ranked", top_k=1) == ["R0"] and ids("ranked", top_k=2) == ["R0", "R9"]
+    pairs = list(iter_records(path, "pairs", PairOptions(top_k=1), Summary()))
+    assert [(p.metadata["chosen_id"], p.metadata["rejected_id"]) for p in pairs] == [("B1", "B6")]

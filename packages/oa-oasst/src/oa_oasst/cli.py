@@ -57,7 +57,8 @@ def oasst() -> None:
 @click.option("--any-review", is_flag=True, help="Keep messages whose review_result is not true.")
 @click.option("--min-label", multiple=True, metavar="NAME=VALUE", help="Drop messages with a lower label value.")
 @click.option("--max-label", multiple=True, metavar="NAME=VALUE", help="Drop messages with a higher label value.")
-@click.option("--top-k", type=int, help="sft: follow only the k best-ranked replies at each fork.")
+@click.option("--top-k", type=int, help="Threads go only through assistant replies of rank < k (an unranked "
+              "one only when it is the only reply), as in Open-Assistant; ranked/pairs: the thread up to a fork.")
 @click.option("--system-tag", is_flag=True, help="sft: add OA's metadata system message before assistant replies.")
 @click.option("--tag-dropout", type=float, help="sft: probability to drop each system-tag field.")
 @click.option("--tag-drop", multiple=True, metavar="FIELD=P", help="sft: drop probability of one tag field.")

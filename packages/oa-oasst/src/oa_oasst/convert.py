@@ -71,52 +71,70 @@ def _conversation(tree_id: str, path: list[OasstMessage], options: SftOptions) -
     return Conversation(messages=messages, metadata=meta)
 
 
-def threads(tree_id: str, root: OasstMessage, options: SftOptions) -> tuple[list[Conversation], set[str]]:
-    """Every thread from the root to an assistant reply that no longer thread extends (best-first order).
+def follows(parent: OasstMessage, child: OasstMessage, top_k: int | None) -> bool:
+    """Open-Assistant's ``top_k`` rule: an assistant reply is followed when its rank is below ``top_k``,
+    or, unranked, when it is its parent's only reply; prompter messages are always followed."""
+    if top_k is None or child.role != "assistant":
+        return True
+    if child.rank is None:
+        return len(parent.replies or []) == 1
+    return child.rank < top_k
 
-    With ``top_k`` only the k best-ranked replies of each message are followed.
+
+def walk(root: OasstMessage, top_k: int | None = None) -> Iterator[list[OasstMessage]]:
+    """The path from the root to each message that :func:`follows` reaches, depth-first and best-first.
+
+    Iterative (threads can be thousands of messages long); the path is one list updated in place.
     """
+    path: list[OasstMessage] = []
+    stack = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        del path[depth:]
+        path.append(node)
+        yield path
+        stack.extend((child, depth + 1) for child in reversed(best_first(node.replies))
+                     if follows(node, child, top_k))
+
+
+def ends_thread(message: OasstMessage) -> bool:
+    """Open-Assistant's thread ends: an assistant reply without replies, or one whose first reply
+    (best-ranked, then file order) is a prompter message without replies."""
+    if message.role != "assistant":
+        return False
+    first = best_first(message.replies)[:1]
+    return not first or not first[0].replies
+
+
+def threads(tree_id: str, root: OasstMessage, options: SftOptions) -> tuple[list[Conversation], set[str]]:
+    """One conversation per thread end (:func:`ends_thread`) that :func:`walk` reaches, best-first."""
     out: list[Conversation] = []
     used: set[str] = set()
-    path: list[OasstMessage] = []
-
-    def visit(node: OasstMessage) -> bool:
-        path.append(node)
-        emitted = False
-        for child in best_first(node.replies)[: options.top_k]:
-            emitted = visit(child) or emitted
-        if not emitted and node.role == "assistant":
+    for path in walk(root, options.top_k):
+        if ends_thread(path[-1]):
             out.append(_conversation(tree_id, path, options))
             used.update(m.message_id for m in path)
-            emitted = True
-        path.pop()
-        return emitted
-
-    visit(root)
     return out, used
 
 
 # ---------------------------------------------------------------- ranked replies and pairs
 
 
-def ranked_forks(root: OasstMessage, min_replies: int) -> Iterator[tuple[list[OasstMessage], list[OasstMessage]]]:
-    """``(path to a prompter message, its ranked assistant replies best-first)`` for every fork with
-    at least ``min_replies`` ranked replies."""
-    stack: list[tuple[OasstMessage, list[OasstMessage]]] = [(root, [])]
-    while stack:
-        node, above = stack.pop()
-        path = [*above, node]
-        if node.role == "prompter":
-            ranked = [r for r in best_first(node.replies) if r.rank is not None]
+def ranked_forks(root: OasstMessage, min_replies: int,
+                 top_k: int | None = None) -> Iterator[tuple[list[OasstMessage], list[OasstMessage]]]:
+    """``(path to a prompter message, its ranked assistant replies best-first)`` for every prompter
+    message that :func:`walk` reaches and that has at least ``min_replies`` ranked replies."""
+    for path in walk(root, top_k):
+        if path[-1].role == "prompter":
+            ranked = [r for r in best_first(path[-1].replies) if r.rank is not None]
             if len(ranked) >= min_replies:
-                yield path, ranked
-        stack.extend((child, path) for child in reversed(node.replies or []))
+                yield list(path), ranked
 
 
 def ranked(tree_id: str, root: OasstMessage, options: RankedOptions) -> tuple[list[RankedReplies], set[str]]:
     """One :class:`RankedReplies` per fork: the thread up to the prompt, replies best-first."""
     out, used = [], set()
-    for path, replies in ranked_forks(root, options.min_replies):
+    for path, replies in ranked_forks(root, options.min_replies, options.top_k):
         meta = {"source": SOURCE, "message_tree_id": tree_id, "parent_id": path[-1].message_id,
                 "reply_ids": [r.message_id for r in replies], "ranks": [r.rank for r in replies]}
         out.append(RankedReplies(prompt=_messages(path), replies=[r.text for r in replies], metadata=meta))
@@ -128,7 +146,7 @@ def pairs(tree_id: str, root: OasstMessage, options: PairOptions) -> tuple[list[
     """Preference pairs per fork: the best reply vs each worse one (``best``) or every better/worse
     pair (``all``); replies with equal ranks are never paired."""
     out, used = [], set()
-    for path, replies in ranked_forks(root, options.min_replies):
+    for path, replies in ranked_forks(root, options.min_replies, options.top_k):
         prompt = _messages(path)
         winners = replies[:1] if options.pairs == "best" else replies
         for i, chosen in enumerate(winners):

@@ -6,14 +6,18 @@ import json
 from pathlib import Path
 
 from oa_core.errors import OAError
-from oa_core.io import atomic_open
+from oa_core.io import atomic_open, refuse_input_as_output
 from oa_oasst.formats import iter_records
 from oa_oasst.options import FilterOptions
 from oa_oasst.summary import Summary
 
 
 def export(src: str, dst: str, kind: str, options: FilterOptions, progress: bool = False) -> Summary:
-    """Write the records of ``src`` to ``dst`` atomically (temp file beside it, renamed at the end)."""
+    """Write the records of ``src`` to ``dst`` atomically (temp file beside it, renamed at the end).
+
+    Refuses (:class:`OAError`) when ``dst`` is ``src``, also through another path or a link.
+    """
+    refuse_input_as_output(dst, {"IN": src})
     summary = Summary(source=str(src), warn=progress)
     try:
         _write(src, Path(dst), kind, options, summary, progress)

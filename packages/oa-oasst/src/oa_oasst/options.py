@@ -30,10 +30,16 @@ class FilterOptions(BaseModel):
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
 
 
-class SftOptions(FilterOptions):
-    """Threads (root to last assistant reply) as conversations."""
+class TopKOptions(FilterOptions):
+    """Filters, plus Open-Assistant's ``top_k``: which assistant replies a thread may go through."""
 
-    top_k: int | None = Field(None, ge=1, description="at each fork follow only the k best-ranked replies")
+    top_k: int | None = Field(None, ge=1, description="follow only assistant replies ranked below k "
+                              "(an unranked one only when it is its parent's only reply)")
+
+
+class SftOptions(TopKOptions):
+    """Threads (root to an assistant reply, Open-Assistant's rule) as conversations."""
+
     system_tag: bool = Field(False, description="add OA's metadata system message before each assistant reply")
     tag_dropout: float = Field(0.0, ge=0, le=1, description="probability to drop each system-tag field")
     tag_drop: dict[TagField, float] = Field(default_factory=dict, description="per-field drop probability")
@@ -51,8 +57,8 @@ class SftOptions(FilterOptions):
         return self.tag_drop.get(field, self.tag_dropout)
 
 
-class RankedOptions(FilterOptions):
-    """Ranked sibling assistant replies (reward-model data)."""
+class RankedOptions(TopKOptions):
+    """Ranked sibling assistant replies (reward-model data); ``top_k`` limits the threads leading to them."""
 
     min_replies: int = Field(2, ge=2, description="skip forks with fewer ranked replies")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,9 +47,17 @@ class OasstMessage(_Export):
     message_tree_id: str | None = None
     tree_state: str | None = None
 
+    def walk(self) -> Iterator[OasstMessage]:
+        """This message and every message below it, depth-first in file order (iterative: any depth)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.replies or []))
+
     def size(self) -> int:
         """Messages in this subtree."""
-        return 1 + sum(r.size() for r in self.replies or [])
+        return sum(1 for _ in self.walk())
 
     def label(self, name: str) -> float | None:
         """The value of label ``name``, None when absent."""
@@ -67,7 +76,11 @@ class OasstTree(_Export):
 
 def count_messages(node: Any) -> int:
     """Messages in a raw (unvalidated) nested message dict; 0 for anything else."""
-    if not isinstance(node, dict):
-        return 0
-    replies = node.get("replies")
-    return 1 + (sum(count_messages(r) for r in replies) if isinstance(replies, list) else 0)
+    count, stack = 0, [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            count += 1
+            replies = node.get("replies")
+            stack.extend(replies if isinstance(replies, list) else ())
+    return count
