@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from oa_cli.main import _add_plugin_commands, cli
 from oa_core.config import load_config
 from oa_data.packing import attention_mask_from_position_ids
-from oa_data.pipeline import build_sft_datasets, prepare_split
+from oa_data.pipeline import build_sft_datasets, prepare_split, preview_split
 from oa_data.tokenizer import prepare_run_tokenizer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -156,3 +156,77 @@ def test_unknown_template_name_is_a_config_error_naming_file_and_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert e.value.problems == [f"{path}: data.chat_template: unknown chat template 'chatmll' (did you mean 'chatml'?)"]
+
+
+def exchange(k, words=6):
+    return [{"role": "user", "content": f"Question {k}: " + "tell me more " * words},
+            {"role": "assistant", "content": f"Answer {k}: " + "here is more " * words}]
+
+
+def test_preview_shows_exactly_the_samples_training_gets(tmp_path, tokenizer, runner):
+    # llama-2 renders the system prompt inside the first user turn: cutting turns' tokens out would lose it
+    system = {"role": "system", "content": "Answer like a pirate."}
+    rows = [{"messages": [system, *exchange(0), *exchange(1), *exchange(2)]} for _ in range(3)]
+    rows.append({"messages": [system, *exchange(9, 1)]})
+    path = write_config(tmp_path, rows, chat_template="llama-2", max_length=90)
+    cfg = load_config(path).config
+    prepared = prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer))
+    split = prepare_split(cfg, prepared, use_cache=False, progress=False)
+    previewed = preview_split(cfg, prepared, "train", num=len(rows))
+    assert [s.input_ids for f in previewed for s in f.samples] == split.dataset["input_ids"]
+    assert [s.labels for f in previewed for s in f.samples] == split.dataset["labels"]
+    (report,) = split.report.truncation.values()
+    assert (report.truncated, report.kept) == (3, 1)
+    assert all("<<SYS>>\nAnswer like a pirate." in prepared.tokenizer.decode(ids) for ids in split.dataset["input_ids"])
+    result = runner.invoke(cli, ["data", "preview", str(path), "-n", str(len(rows))])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("<<SYS>>") == 4 and result.stdout.count("truncated (") == 3
+
+
+def test_random_cut_ends_every_conversation_after_an_answer_drawn_from_the_run_seed(tmp_path, tokenizer):
+    rows = [{"messages": [*exchange(3 * i, 1), *exchange(3 * i + 1, 1), *exchange(3 * i + 2, 1)]} for i in range(12)]
+    path = write_config(tmp_path, rows, truncation="random_cut", max_length=512)
+
+    def samples(*overrides):
+        cfg = load_config(path, list(overrides)).config
+        prepared = prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer))
+        split = prepare_split(cfg, prepared, use_cache=False, progress=False)
+        return [prepared.tokenizer.decode(ids) for ids in split.dataset["input_ids"]], split.report
+
+    first, report = samples()
+    (counts,) = report.truncation.values()
+    assert counts.kept + counts.truncated == 12 and counts.truncated > 0 and counts.dropped == 0
+    assert all(text.endswith(" here is more <|im_end|>\n") for text in first)  # after a whole answer
+    assert samples()[0] == first
+    assert sorted(samples("seed=7")[0]) != sorted(first)
+
+
+def test_long_plain_text_is_chunked_by_default_and_counted(tmp_path, tokenizer):
+    from oa_core.schema import Text
+    from oa_data.tokenize import encode_text
+
+    docs = ["A long document about rivers. " * 40, "A short one."]
+    (tmp_path / "text.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    cfg = {"method": "pretrain", "model": {"path": TOKENIZER},
+           "datasets": [{"path": str(tmp_path / "text.jsonl"), "format": "pretraining"}],
+           "data": {"max_length": 64, "cache_dir": str(tmp_path / "cache")}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    cfg = load_config(tmp_path / "run.yaml").config
+    split = prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), use_cache=False, progress=False)
+    ids = encode_text(Text(text=docs[0]), tokenizer).input_ids
+    chunks = [ids[i:i + 64] for i in range(0, len(ids), 64)]  # Axolotl's completion chunking
+    assert sorted(split.dataset["input_ids"]) == sorted([*chunks, encode_text(Text(text=docs[1]), tokenizer).input_ids])
+    (report,) = split.report.truncation.values()
+    assert (report.chunked, report.chunks, report.kept, report.dropped) == (1, len(chunks), 1, 0)
+    assert any(f"1 chunked into {len(chunks)} pieces" in line for line in split.report.lines())
+
+
+def test_a_truncation_rule_that_does_not_fit_the_format_is_a_config_error(tmp_path):
+    from oa_core.errors import ConfigError
+
+    path = write_config(tmp_path, [conversation(0)], truncation="chunk")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [
+        f"{path}: data.truncation: truncation 'chunk' splits plain text into pieces; conversations are cut by whole "
+        "messages (keep_end, keep_start, random_cut, drop); format 'openai' of datasets.0 makes Conversation records"]

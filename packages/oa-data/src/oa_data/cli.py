@@ -42,36 +42,43 @@ def _specs(cfg, split: str):
 @split_option
 @set_option
 def preview(config: str, num: int, split: str, overrides: tuple[str, ...]) -> None:
-    """Show rendered samples with the supervised tokens highlighted (green: trained on)."""
+    """Show the first samples exactly as training gets them (encoded, truncated, chunked), with the supervised
+    tokens highlighted (green: trained on)."""
     from rich.console import Console
-    from rich.text import Text as RichText
 
-    from oa_data.mixing import mix
-    from oa_data.pipeline import load_sources
-    from oa_data.settings import DataSettings
-    from oa_data.tokenize import IGNORE_INDEX, encode_record
-    from oa_data.truncation import truncate
+    from oa_data.pipeline import preview_split
 
     cfg, run_tokenizer = _load(config, overrides)
     tokenizer, template = run_tokenizer.tokenizer, run_tokenizer.template
-    settings = cfg.section("data", DataSettings)
-    sources = load_sources(_specs(cfg, split), settings, progress=False)
-    records, _ = mix(sources, cfg.seed)
+    _specs(cfg, split)
     console = Console(soft_wrap=True, highlight=False)
     for note in run_tokenizer.notes:
         console.print(f"[yellow]tokenizer:[/yellow] {note}")
     if template is not None:
         console.print(f"[bold]template:[/bold] {template.name}  end of turn: {template.end_of_turn!r}")
-    for i, record in enumerate(records[:num]):
-        enc = encode_record(record, tokenizer, template, settings, index=i)
-        cut = truncate(enc, settings.max_length, settings.truncation, settings.min_length)
-        shown = cut if cut is not None else enc
-        status = "kept" if cut is enc else ("truncated" if cut is not None else "DROPPED (too long/short)")
-        console.rule(f"sample {i} ({record.kind}): {len(shown)} tokens, {shown.num_supervised} supervised, {status}")
-        out = RichText()
-        for is_label, ids in _runs(shown.input_ids, [x != IGNORE_INDEX for x in shown.labels]):
-            out.append(tokenizer.decode(ids), style="bold green" if is_label else "dim")
-        console.print(out)
+    for i, fitted in enumerate(preview_split(cfg, run_tokenizer, split, num)):
+        console.rule(f"sample {i}")
+        console.print(f"{fitted.record.kind} ({fitted.source}: record {fitted.index}), {len(fitted.encoded)} tokens: "
+                      f"{fitted.outcome}")
+        if not fitted.samples:
+            console.print(_colored(fitted.encoded, tokenizer))
+        for k, enc in enumerate(fitted.samples):
+            if len(fitted.samples) > 1:
+                console.print(f"[bold]piece {k + 1}/{len(fitted.samples)}[/bold]")
+            console.print(f"[bold]{len(enc)} tokens, {enc.num_supervised} supervised[/bold]")
+            console.print(_colored(enc, tokenizer))
+
+
+def _colored(enc, tokenizer):
+    """The decoded tokens, supervised runs in green."""
+    from rich.text import Text as RichText
+
+    from oa_data.tokenize import IGNORE_INDEX
+
+    out = RichText()
+    for is_label, ids in _runs(enc.input_ids, [x != IGNORE_INDEX for x in enc.labels]):
+        out.append(tokenizer.decode(ids), style="bold green" if is_label else "dim")
+    return out
 
 
 def _runs(ids: list[int], flags: list[bool]):

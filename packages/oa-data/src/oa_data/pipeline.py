@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,10 @@ from oa_core.config import DatasetSpec, RunConfig
 from oa_core.errors import OAError, RecordError
 from oa_data.loading import LoadedSource, data_files, load_records
 from oa_data.mixing import MixReport, mix
-from oa_data.settings import DataSettings
+from oa_data.settings import DataSettings, default_truncation, truncation_problem
 from oa_data.tokenize import Encoded, SupervisionReport, encode_record, encode_records, reencoder
 from oa_data.tokenizer import RunTokenizer
-from oa_data.truncation import TruncationReport, truncate
+from oa_data.truncation import TruncationReport, fit, is_text
 
 COLUMNS = ("input_ids", "labels", "position_ids")
 
@@ -65,17 +66,58 @@ def _origins(sources: list[tuple[DatasetSpec, LoadedSource]]) -> dict[int, tuple
     return {id(r): (s, i) for s, (_, loaded) in enumerate(sources) for i, r in enumerate(loaded.records)}
 
 
-def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSource]], tokenizer: Any,
-                 template: Any, settings: DataSettings, report: SplitReport, seed: int,
-                 progress: bool | None = None, chunk: int = 1000) -> list[Encoded | dict]:
-    """Encode (batched tokenization) and truncate every record by its dataset's rule, re-rendering the
-    kept turns when whole turns are dropped; PoSE positions when configured."""
-    from oa_data.pose import pose_position_ids
+@dataclass
+class Fitted:
+    """One record after encoding and truncation: where it comes from, its full encoding, and the samples
+    training gets from it (none when dropped, several when chunked)."""
 
+    record: Any
+    source: str
+    index: int
+    encoded: Encoded
+    samples: list[Encoded]
+    truncation: TruncationReport
+
+    @property
+    def outcome(self) -> str:
+        return self.truncation.outcome()
+
+
+def _rule_of(spec: DatasetSpec, settings: DataSettings, encoded: Encoded) -> str:
+    """The truncation rule of a sample: its dataset's, else ``data.truncation``, else the default of its kind."""
+    return spec.truncation or settings.truncation or default_truncation(is_text(encoded))
+
+
+def fit_record(record: Any, encoded: Encoded, spec: DatasetSpec, tokenizer: Any, template: Any,
+               settings: DataSettings, rng: random.Random, report: TruncationReport, *, source: str,
+               index: int) -> list[Encoded]:
+    """The samples training gets from one encoded record, by its dataset's rule and lengths; conversations cut
+    between messages are re-rendered (see :func:`oa_data.truncation.truncate`). ``oa data preview`` and
+    :func:`encode_split` both go through here."""
+    max_length = spec.max_length or settings.max_length
+    rule = _rule_of(spec, settings, encoded)
+    problem = truncation_problem(rule, is_text(encoded))
+    if problem is not None:
+        raise OAError(f"{source}: {problem}", hint="set another truncation for this dataset (datasets[i].truncation)")
+    cuts_messages = not is_text(encoded) and (rule == "random_cut" or len(encoded) > max_length)
+    if cuts_messages and not encoded.turns:  # turn ends come from the cross-check pass
+        encoded = encode_record(record, tokenizer, template, settings, index=index, source=source)
+    reencode = reencoder(record, tokenizer, template, settings, index=index, source=source) if cuts_messages else None
+    return fit(encoded, max_length, rule, spec.min_length or settings.min_length, rng, report, reencode)
+
+
+def truncation_rng(seed: int, split: str) -> random.Random:
+    """The random stream of a split's truncation (``random_cut``, ``random_window``): one per run seed."""
+    return random.Random(f"{seed}:{split}:truncate")
+
+
+def fitted_records(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSource]], tokenizer: Any,
+                   template: Any, settings: DataSettings, report: SplitReport, seed: int,
+                   progress: bool | None = None, chunk: int = 1000) -> Iterator[Fitted]:
+    """Encode (batched tokenization) and fit every record in order (:func:`fit_record`), counting into
+    ``report``."""
     origins = _origins(sources)
-    rng = random.Random(f"{seed}:{report.split}:truncate")
-    pose_rng = random.Random(f"{seed}:{report.split}:pose")
-    out: list[Encoded | dict] = []
+    rng = truncation_rng(seed, report.split)
     for name in (loaded.source for _, loaded in sources):
         report.truncation.setdefault(name, TruncationReport())
     bar = _progress(len(records), f"tokenizing {report.split}", progress)
@@ -83,28 +125,49 @@ def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSour
         batch = records[start:start + chunk]
         where = [origins[id(r)] for r in batch]
         named = [(sources[s][1].source, i) for s, i in where]
-        checks = [cross_checked(start + k, settings.mask_cross_check) for k in range(len(batch))]
+        checks = [cross_checked(start + k, settings.mask_cross_check)
+                  or (sources[s][0].truncation or settings.truncation) == "random_cut"  # cuts every sample by turns
+                  for k, (s, _) in enumerate(where)]
         encoded = encode_records(batch, tokenizer, template, settings, origins=named, cross_check=checks)
         for record, enc, (s, i) in zip(batch, encoded, where, strict=True):
             spec, loaded = sources[s]
-            max_length = spec.max_length or settings.max_length
             report.supervision.add(enc)
-            if len(enc) > max_length and not enc.turns:  # turn ends come from the cross-check pass
-                enc = encode_record(record, tokenizer, template, settings, index=i, source=loaded.source)
-            reencode = reencoder(record, tokenizer, template, settings, index=i, source=loaded.source) \
-                if len(enc) > max_length else None
-            enc = truncate(enc, max_length, spec.truncation or settings.truncation,
-                           spec.min_length or settings.min_length, rng, report.truncation[loaded.source], reencode)
-            if enc is None:
-                continue
+            one = TruncationReport()
+            samples = fit_record(record, enc, spec, tokenizer, template, settings, rng, one, source=loaded.source, index=i)
+            report.truncation[loaded.source].merge(one)
+            yield Fitted(record, loaded.source, i, enc, samples, one)
+        bar.update(len(batch))
+    bar.close()
+
+
+def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSource]], tokenizer: Any,
+                 template: Any, settings: DataSettings, report: SplitReport, seed: int,
+                 progress: bool | None = None, chunk: int = 1000) -> list[Encoded | dict]:
+    """Every sample of a split (:func:`fitted_records`), with PoSE positions when configured."""
+    from oa_data.pose import pose_position_ids
+
+    pose_rng = random.Random(f"{seed}:{report.split}:pose")
+    out: list[Encoded | dict] = []
+    for fitted in fitted_records(records, sources, tokenizer, template, settings, report, seed, progress, chunk):
+        for enc in fitted.samples:
             if settings.pose is not None:
                 p = settings.pose
                 positions = pose_position_ids(enc.input_ids, p.max_context_len, p.split_on_token_ids, p.num_chunks, pose_rng)
                 enc = {"input_ids": enc.input_ids, "labels": enc.labels, "position_ids": positions}
             out.append(enc)
-        bar.update(len(batch))
-    bar.close()
     return out
+
+
+def preview_split(cfg: RunConfig, run_tokenizer: RunTokenizer, split: str = "train", num: int = 3) -> list[Fitted]:
+    """The first ``num`` records of a split as training gets them (same mix, encoding, truncation and
+    random stream as :func:`prepare_split`; before PoSE positions and packing), for ``oa data preview``."""
+    settings = cfg.section("data", DataSettings)
+    specs = list(cfg.datasets if split == "train" else cfg.eval_datasets)
+    sources = load_sources(specs, settings, progress=False)
+    records, mix_report = mix(sources, cfg.seed, 0, settings.per_epoch_resample)
+    report = SplitReport(split, mix_report, samples=len(records))
+    return list(fitted_records(records[:num], sources, run_tokenizer.tokenizer, run_tokenizer.template, settings,
+                               report, cfg.seed, progress=False))
 
 
 def cross_checked(k: int, fraction: float) -> bool:
@@ -232,9 +295,12 @@ def build_sft_datasets(cfg: RunConfig, run_tokenizer: RunTokenizer, *, epoch: in
 
 
 __all__ = [
+    "Fitted",
     "PreparedSplit",
     "RecordError",
     "SplitReport",
     "build_sft_datasets",
+    "fit_record",
     "prepare_split",
+    "preview_split",
 ]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from oa_core.config import RegistryRef
+from oa_core.config import RegistryRef, TruncationRule
 
 
 class _Strict(BaseModel):
@@ -47,7 +47,11 @@ class DataSettings(_Strict):
     # lengths and truncation (datasets can override truncation/min_length/max_length)
     max_length: int = Field(2048, ge=8)
     min_length: int = Field(1, ge=1)
-    truncation: Literal["keep_start", "keep_end", "drop", "random_cut"] = "keep_end"
+    truncation: TruncationRule | None = Field(
+        None, description="what to do with samples over max_length (datasets can override it): keep_end (drop the "
+        "earliest whole turns), keep_start (keep the first whole messages, ending on an answer), drop, random_cut "
+        "(end every conversation after a random answer), random_window (a random max_length token window), chunk "
+        "(split plain text into max_length pieces); default: keep_end for conversations, chunk for plain text")
 
     # packing and positions
     packing: bool = False
@@ -67,6 +71,23 @@ class DataSettings(_Strict):
         return self
 
 
+TEXT_ONLY_RULES = {"chunk": "splits plain text into pieces; conversations are cut by whole messages "
+                   "(keep_end, keep_start, random_cut, drop)"}
+CHAT_ONLY_RULES = {"random_cut": "ends a conversation after a random answer; plain text has none "
+                   "(chunk, keep_start, keep_end, random_window, drop)"}
+
+
+def default_truncation(text: bool) -> TruncationRule:
+    """The rule when neither the dataset nor ``data:`` sets one: chunk plain text, keep the end of chats."""
+    return "chunk" if text else "keep_end"
+
+
+def truncation_problem(rule: str, text: bool) -> str | None:
+    """Why ``rule`` cannot truncate plain text (``text``) or conversations; ``None`` when it can."""
+    why = (CHAT_ONLY_RULES if text else TEXT_ONLY_RULES).get(rule)
+    return None if why is None else f"truncation '{rule}' {why}"
+
+
 def check_data_config(cfg) -> list[tuple[str, str]]:
     """Rules between ``data:`` and the dataset entries (the ``check_config`` hook of oa-data)."""
     settings = cfg.section("data", DataSettings)
@@ -74,6 +95,7 @@ def check_data_config(cfg) -> list[tuple[str, str]]:
     for group in ("datasets", "eval_datasets"):
         for i, spec in enumerate(getattr(cfg, group)):
             key = f"{group}.{i}"
+            problems += _rule_fits_format(spec, settings, key)
             if settings.packing and spec.max_length and spec.max_length > settings.max_length:
                 problems.append((f"{key}.max_length", f"{spec.max_length} exceeds data.max_length {settings.max_length}, "
                                  "the length of a packed row (lower it, or raise data.max_length)"))
@@ -81,3 +103,23 @@ def check_data_config(cfg) -> list[tuple[str, str]]:
             if low > high:
                 problems.append((f"{key}.min_length", f"{low} exceeds this dataset's max_length {high}"))
     return problems
+
+
+def _rule_fits_format(spec, settings: DataSettings, key: str) -> list[tuple[str, str]]:
+    """A truncation rule that does not apply to the records of the dataset's format."""
+    from oa_core.errors import OAError
+    from oa_core.plugins import get_registry
+    from oa_core.schema import Conversation, PromptCompletion, Text
+
+    rule = spec.truncation or settings.truncation
+    try:
+        record_type = get_registry().get("dataset_format", spec.format).record_type
+    except OAError:  # an unknown format is reported by the name check
+        return []
+    if rule is None or not issubclass(record_type, (Text, Conversation, PromptCompletion)):
+        return []
+    problem = truncation_problem(rule, issubclass(record_type, Text))
+    if problem is None:
+        return []
+    where = f"{key}.truncation" if spec.truncation else "data.truncation"
+    return [(where, f"{problem}; format '{spec.format}' of {key} makes {record_type.__name__} records")]

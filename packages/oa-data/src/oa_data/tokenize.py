@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from types import SimpleNamespace
@@ -183,20 +183,36 @@ def encode_records(records: Sequence[Any], tokenizer: Any, template: ChatTemplat
     return out
 
 
+@dataclass(frozen=True)
+class Reencoder:
+    """``reencode(kept)``: the encoding of the messages numbered ``kept``, for ``truncate(..., reencode=...)``:
+    truncation by whole messages that renders exactly what the template gives the shorter chat."""
+
+    messages: list
+    tokenizer: Any
+    template: ChatTemplate
+    settings: Any
+    index: int | None = None
+    source: str | None = None
+
+    def __call__(self, kept: list[int]) -> Encoded:
+        return encode_messages([self.messages[i] for i in kept], self.tokenizer, self.template, self.settings,
+                               index=self.index, source=self.source, check=False)
+
+    @property
+    def answers(self) -> list[int]:
+        """The assistant messages that the policy trains on when they end the conversation: where a cut
+        leaves a sample ending on a supervised answer."""
+        return [i for i, m in enumerate(self.messages) if _get(m, "role") == "assistant"
+                and supervision_flags(self.messages[:i + 1], self.settings)[-1]]
+
+
 def reencoder(source_messages: Any, tokenizer: Any, template: ChatTemplate, settings: Any, *,
-              index: int | None = None, source: str | None = None) -> Callable[[list[int]], Encoded] | None:
-    """``reencode(kept)``: the encoding of the messages numbered ``kept`` of a record (``Conversation``,
-    ``PromptCompletion``) or message list, for ``truncate(..., reencode=...)``: truncation by whole turns
-    that renders exactly what the template gives the shorter chat. ``None`` for other records."""
+              index: int | None = None, source: str | None = None) -> Reencoder | None:
+    """The :class:`Reencoder` of a record (``Conversation``, ``PromptCompletion``) or message list;
+    ``None`` for other records."""
     messages = _messages_of(source_messages, settings)
-    if messages is None:
-        return None
-
-    def reencode(kept: list[int]) -> Encoded:
-        return encode_messages([messages[i] for i in kept], tokenizer, template, settings,
-                               index=index, source=source, check=False)
-
-    return reencode
+    return None if messages is None else Reencoder(messages, tokenizer, template, settings, index, source)
 
 
 def encode_text(record: Text, tokenizer: Any) -> Encoded:

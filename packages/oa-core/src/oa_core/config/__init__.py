@@ -8,18 +8,28 @@
 
 from oa_core.config.effective import redact, write_effective_config
 from oa_core.config.layers import DEFAULT, OVERRIDE, apply_overrides, load_layers, read_config_file
-from oa_core.config.settings import DatasetSpec, ModelSettings, RegistryRef, RunConfig, TokenizerSettings
+from oa_core.config.settings import (
+    TRUNCATION_RULES,
+    DatasetSpec,
+    ModelSettings,
+    RegistryRef,
+    RunConfig,
+    TokenizerSettings,
+    TruncationRule,
+)
 from oa_core.config.validate import LoadedConfig, config_model, json_schema, load_config, validate_config
 
 __all__ = [
     "DEFAULT",
     "OVERRIDE",
+    "TRUNCATION_RULES",
     "DatasetSpec",
     "LoadedConfig",
     "ModelSettings",
     "RegistryRef",
     "RunConfig",
     "TokenizerSettings",
+    "TruncationRule",
     "apply_overrides",
     "config_model",
     "json_schema",

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Section = TypeVar("Section", bound=BaseModel)
 
+TruncationRule = Literal["keep_end", "keep_start", "drop", "random_cut", "random_window", "chunk"]
+TRUNCATION_RULES = ("keep_end", "keep_start", "drop", "random_cut", "random_window", "chunk")
+
 
 @dataclass(frozen=True)
 class RegistryRef:
@@ -67,8 +70,8 @@ class DatasetSpec(_Strict):
     sample_rate: float | None = Field(None, gt=0, description="fraction of the source in the mix (>1 repeats)")
     num_samples: int | None = Field(None, gt=0, description="number of records of the source in the mix")
     options: dict[str, Any] = Field(default_factory=dict, description="format-specific options")
-    truncation: Literal["keep_start", "keep_end", "drop", "random_cut"] | None = Field(
-        None, description="per-dataset truncation rule; default: data.truncation"
+    truncation: TruncationRule | None = Field(
+        None, description="per-dataset truncation rule (see data.truncation); default: data.truncation"
     )
     min_length: int | None = Field(None, ge=1, description="drop samples shorter than this (tokens)")
     max_length: int | None = Field(None, ge=1, description="per-dataset max tokens; default: data.max_length")
