@@ -24,7 +24,7 @@ def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_
           accelerate_config: str | None) -> None:
     """Train as CONFIG says (method: sft, pretrain, ...); writes into its output_dir."""
     from oa_core.config import load_config
-    from oa_train.launch import in_worker, launch
+    from oa_train.launch import in_worker, launch, launch_env
     from oa_train.training.loop import train as train_loop
     from oa_train.training.output_dir import RunLock, check_output_dir
 
@@ -32,9 +32,10 @@ def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_
     loaded = load_config(config_file, overrides)  # validate before starting any worker
     if (num_processes > 1 or accelerate_config) and not in_worker():
         check_output_dir(loaded.config)
+        env = launch_env(accelerate_config)  # refuses a preset this machine cannot run, before anything is created
         target = ["-m", "oa_cli.main", "train", config_file, *(a for o in overrides for a in ("--set", o))]
         with RunLock(loaded.config.output_dir):  # held for the workers (they see OA_RUN_LOCKED=1)
-            rc = launch(target, num_processes=num_processes, accelerate_config=accelerate_config).returncode
+            rc = launch(target, num_processes=num_processes, accelerate_config=accelerate_config, env=env).returncode
         if rc:
             raise OAError(f"training failed in a worker process (exit code {rc})", hint="see the worker output above")
         return

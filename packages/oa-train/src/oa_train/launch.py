@@ -68,7 +68,8 @@ def launch_env(accelerate_config: str | None = None) -> dict[str, str]:
     return env
 
 
-def launch(target: list[str], *, num_processes: int, accelerate_config: str | None = None, **run_kwargs):
+def launch(target: list[str], *, num_processes: int, accelerate_config: str | None = None, env: dict | None = None,
+           **run_kwargs):
     """Run the workers and wait; returns the ``subprocess.CompletedProcess`` of ``accelerate launch``."""
     cmd = launch_command(target, num_processes=num_processes, accelerate_config=accelerate_config)
-    return subprocess.run(cmd, env=launch_env(accelerate_config), **run_kwargs)
+    return subprocess.run(cmd, env=env or launch_env(accelerate_config), **run_kwargs)

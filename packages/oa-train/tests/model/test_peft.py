@@ -143,7 +143,7 @@ def test_new_token_rows_survive_save_load_and_merge(load, model_dirs, tokenizer,
     from oa_train.model.provider import load_model, load_tokenizer
 
     model = load(name)
-    ids = add_new_tokens(model, tokenizer, NEW)
+    ids = [t["id"] for t in add_new_tokens(model, tokenizer, NEW).values()]
     peft_model = apply_peft(model, PeftSettings(method="lora", target_modules=["q_proj"]), new_token_ids=ids)
     x = torch.tensor([[1, ids[0], 450, ids[1], 2]])
     init_rows = peft_model.get_input_embeddings()(torch.tensor(ids)).detach().clone()

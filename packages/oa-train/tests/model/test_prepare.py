@@ -86,7 +86,7 @@ def test_lora_run_with_new_tokens_and_patch(config, registry, capsys, tmp_path):
             "description": "tagged the config with from-section",
         }
     ]
-    assert manifest["new_tokens"] == {"<|user|>": 32000} and manifest["peft"] == "lora"
+    assert manifest["new_tokens"] == {"<|user|>": {"id": 32000, "init": "copy"}} and manifest["peft"] == "lora"
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert (
         manifest["trainable"]["trainable"]

@@ -58,7 +58,7 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
     from oa_train.model.patcher import apply_patches
     from oa_train.model.peft_setup import apply_peft, check_adapter_path, load_adapter, qlora_quantization
     from oa_train.model.provider import load_model
-    from oa_train.model.tokens import add_new_tokens, resize_embeddings
+    from oa_train.model.tokens import add_new_tokens
 
     settings = run_config.model
     if settings is None:
@@ -82,15 +82,13 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
 
     run_tokenizer = run_tokenizer or prepare_run_tokenizer(run_config)
     tokenizer = run_tokenizer.tokenizer
-    data_ids = [tokenizer.convert_tokens_to_ids(t) for t in run_tokenizer.added]
     quantization = qlora_quantization(peft) if peft.method == "qlora" else None
     model = load_model(settings, num_labels=num_labels, quantization=quantization)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    resized = resize_embeddings(model, len(tokenizer))
-    vocab = len(tokenizer)
-    new_ids = add_new_tokens(model, tokenizer, new_tokens)
-    if adapter and (len(tokenizer) > vocab or data_ids):
+    rows = model.get_input_embeddings().weight.shape[0]
+    new_tokens_report = add_new_tokens(model, tokenizer, new_tokens, run_tokenizer.added)
+    if adapter and any(t["init"] != "existing" for t in new_tokens_report.values()):
         raise OAError(
             "new_tokens: a saved adapter (model.adapter_path) cannot get new tokens, their rows would not train",
             hint="list only tokens the adapter already has, or train a new adapter",
@@ -99,7 +97,7 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
     if adapter:
         model = load_adapter(model, adapter, trainable=True)
     elif peft.method != "none":
-        model = apply_peft(model, peft, tokenizer=tokenizer, new_token_ids=[*data_ids, *new_ids])
+        model = apply_peft(model, peft, tokenizer=tokenizer, new_token_ids=[t["id"] for t in new_tokens_report.values()])
     else:
         apply_freeze(model, freeze)
     report = trainable_report(model)
@@ -110,10 +108,10 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
         "adapter_path": adapter,
         "peft": peft.method,
         "patches": patches,
-        "new_tokens": {t.token: i for t, i in zip(new_tokens.tokens, new_ids, strict=True)},
+        "new_tokens": new_tokens_report,
         "trainable": report.to_dict(),
     }
-    if resized or len(tokenizer) > vocab:
+    if model.get_input_embeddings().weight.shape[0] > rows:
         manifest["resized_embeddings_to"] = len(tokenizer)
     return PreparedModel(model, run_tokenizer, manifest, provides)
 

@@ -94,9 +94,13 @@ class NewToken(_Strict):
 
 
 class NewTokenSettings(_Strict):
-    """New (special) tokens added to the tokenizer, with the embeddings resized to match."""
+    """New (special) tokens added to the tokenizer, with the embeddings resized to match. A listed token may also
+    be one the data adds (the chat template's, ``data.add_special_tokens``): its row gets the listed rule."""
 
-    tokens: list[NewToken] = Field(default_factory=list)
+    tokens: list[NewToken] = Field(default_factory=list, description="tokens to add or to initialise by a rule")
+    default_init: Literal["random", "mean_all"] = Field(
+        "random", description="rows of added tokens that are not listed (the chat template's, data.add_special_tokens, "
+        "a pad): random = the model's own initialisation of new rows, mean_all = the mean of the existing rows")
     special: bool = Field(True, description="add as special tokens (never split, kept on decode)")
     pad_to_multiple_of: int | None = Field(
         None, ge=1, description="round the embedding rows up to a multiple"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from oa_core.errors import OAError
 from oa_train.model.settings import NewToken, NewTokenSettings
 
 
-def _source_ids(tokenizer, spec: NewToken, key: str) -> list[int] | None:
-    """Existing token ids whose rows initialise ``spec.token``; None for the mean of all rows."""
+def _source_ids(tokenizer, spec: NewToken, key: str, old_len: int) -> list[int] | None:
+    """Token ids (of the tokenizer before this run) whose rows initialise ``spec.token``; None for the mean of all."""
     if spec.init == "mean_all":
         return None
     if spec.init == "copy":
@@ -17,43 +19,55 @@ def _source_ids(tokenizer, spec: NewToken, key: str) -> list[int] | None:
                 f"{key}.source: '{spec.source}' is not a single token of the tokenizer",
                 hint="use init: mean_of to average the tokens of a string",
             )
-        return [tid]
-    ids = tokenizer(spec.source, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise OAError(f"{key}.source: '{spec.source}' tokenizes to nothing", hint="give a non-empty string")
+        ids = [tid]
+    else:
+        ids = tokenizer(spec.source, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise OAError(f"{key}.source: '{spec.source}' tokenizes to nothing", hint="give a non-empty string")
+    if any(i >= old_len for i in ids):
+        raise OAError(f"{key}.source: '{spec.source}' holds a token this run adds, whose row is not trained yet",
+                      hint="initialise from tokens the model already has")
     return ids
 
 
-def add_new_tokens(model, tokenizer, settings: NewTokenSettings | None) -> list[int]:
-    """Add ``settings.tokens`` to ``tokenizer``, resize the embeddings and initialise the new rows.
+def add_new_tokens(model, tokenizer, settings: NewTokenSettings, added: Sequence[str] = ()) -> dict[str, dict]:
+    """Add ``settings.tokens`` to ``tokenizer``, resize the embeddings and initialise the row of every token the
+    run adds: a listed token by its rule — also when the tokenizer step already added it (``added``: the chat
+    template's tokens, ``data.add_special_tokens``, a pad) — and the other tokens of ``added`` by
+    ``settings.default_init``. Output rows are initialised the same way when they are not tied to the input.
 
-    Returns the ids of the listed tokens; tokens already in the vocabulary keep their id and rows.
-    Output rows are initialised the same way when the output embeddings are not tied to the input.
+    Returns ``token -> {"id", "init"}`` for the manifest: every listed token (``"existing"`` when the tokenizer
+    had it before this run: its row is kept) and every token of ``added``.
     """
     import torch
 
-    if settings is None or not settings.tokens:
-        return []
-    old_vocab = set(tokenizer.get_vocab())
-    fresh = [(i, t) for i, t in enumerate(settings.tokens) if t.token not in old_vocab]
-    sources = {t.token: _source_ids(tokenizer, t, f"new_tokens.tokens.{i}") for i, t in fresh}
+    added = list(added)
+    old_len = len(tokenizer) - len(added)  # the tokenizer before this run added anything
+    listed = {t.token: (i, t) for i, t in enumerate(settings.tokens)}
+    vocab = tokenizer.get_vocab()
+    fresh = [t.token for t in settings.tokens if t.token not in vocab]
+    new = [*added, *fresh]
+    rules = {token: listed[token][1].init if token in listed else settings.default_init for token in new}
+    sources = {token: _source_ids(tokenizer, listed[token][1], f"new_tokens.tokens.{listed[token][0]}", old_len)
+               for token in new if token in listed}  # checked before the tokenizer changes
     if fresh:
-        tokenizer.add_tokens([t.token for _, t in fresh], special_tokens=settings.special)
-    ids = [tokenizer.convert_tokens_to_ids(t.token) for t in settings.tokens]
-    old_rows = model.get_input_embeddings().weight.shape[0]
+        tokenizer.add_tokens(fresh, special_tokens=settings.special)
     resize_embeddings(model, len(tokenizer), settings.pad_to_multiple_of)
     matrices = [model.get_input_embeddings().weight]
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if out is not None and out.weight.data_ptr() != matrices[0].data_ptr():
         matrices.append(out.weight)
     with torch.no_grad():
-        for _, spec in fresh:
-            tid = tokenizer.convert_tokens_to_ids(spec.token)
-            src = sources[spec.token]
+        for token in new:
+            if rules[token] == "random":
+                continue  # the model's own initialisation of new rows
+            tid, src = tokenizer.convert_tokens_to_ids(token), sources.get(token)
             for weight in matrices:
-                rows = weight[:old_rows] if src is None else weight[src]
+                rows = weight[:old_len] if src is None else weight[src]
                 weight[tid] = rows.float().mean(dim=0).to(weight.dtype)
-    return ids
+    report = {t.token: {"id": tokenizer.convert_tokens_to_ids(t.token), "init": "existing"} for t in settings.tokens}
+    report |= {token: {"id": tokenizer.convert_tokens_to_ids(token), "init": rules[token]} for token in new}
+    return report
 
 
 def resize_embeddings(model, num_tokens: int, pad_to_multiple_of: int | None = None) -> bool:
