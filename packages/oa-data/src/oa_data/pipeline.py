@@ -61,7 +61,8 @@ def load_sources(specs: list[DatasetSpec], settings: DataSettings, *, strict: bo
 
 
 def _origins(sources: list[tuple[DatasetSpec, LoadedSource]]) -> dict[int, tuple[int, int]]:
-    """id(record) -> (source number, record index in that source), for error messages after mixing."""
+    """id(record) -> (source number, record index in that source), for error messages after mixing
+    (``LoadedSource.where`` names the record)."""
     return {id(r): (s, i) for s, (_, loaded) in enumerate(sources) for i, r in enumerate(loaded.records)}
 
 
@@ -82,7 +83,7 @@ def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSour
     for start in range(0, len(records), chunk):
         batch = records[start:start + chunk]
         where = [origins[id(r)] for r in batch]
-        named = [(sources[s][1].source, i) for s, i in where]
+        named = [(sources[s][1].where(i), None) for s, i in where]
         checks = [cross_checked(start + k, settings.mask_cross_check) for k in range(len(batch))]
         encoded = encode_records(batch, tokenizer, template, settings, origins=named, cross_check=checks)
         for record, enc, (s, i) in zip(batch, encoded, where, strict=True):
@@ -90,8 +91,8 @@ def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSour
             max_length = spec.max_length or settings.max_length
             report.supervision.add(enc)
             if len(enc) > max_length and not enc.turns:  # turn ends come from the cross-check pass
-                enc = encode_record(record, tokenizer, template, settings, index=i, source=loaded.source)
-            reencode = reencoder(record, tokenizer, template, settings, index=i, source=loaded.source) \
+                enc = encode_record(record, tokenizer, template, settings, source=loaded.where(i))
+            reencode = reencoder(record, tokenizer, template, settings, source=loaded.where(i)) \
                 if len(enc) > max_length else None
             enc = truncate(enc, max_length, spec.truncation or settings.truncation,
                            spec.min_length or settings.min_length, rng, report.truncation[loaded.source], reencode)
