@@ -121,6 +121,24 @@ def test_json_config(tmp_path, registry):
     assert "invalid JSON" in problems(tmp_path / "bad.json", registry)[0]
 
 
+CONFIG_TEXT = {"run.yaml": "method: toy\nmodel: {path: m}\n# caf\u00e9\n", "run.json": '{"method": "toy",\n"model": {},\n"x": "caf\u00e9"}'}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_TEXT))
+@pytest.mark.parametrize(("encode", "expected"), [
+    (lambda text: b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", ":1: not UTF-8: byte 0x89 at byte offset 0 (invalid start byte)"),
+    (lambda text: text.encode("utf-16"), ":1: not UTF-8: a UTF-16 byte-order mark at byte offset 0 (the file is UTF-16 text)"),
+    (lambda text: text.encode("latin-1"), ":3: not UTF-8: byte 0xe9 at byte offset {offset} (invalid continuation byte)"),
+], ids=["binary", "utf-16", "latin-1 byte in line 3"])
+def test_config_that_is_not_utf8_names_line_and_byte_offset(tmp_path, registry, name, encode, expected):
+    raw = encode(CONFIG_TEXT[name])
+    (tmp_path / name).write_bytes(raw)
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / name, registry=registry)
+    assert e.value.problems == [f"{tmp_path / name}" + expected.format(offset=raw.find(b"\xe9"))]
+    assert "UTF-8" in e.value.hint and "\n" not in str(e.value)
+
+
 def test_schema_contains_plugin_sections_and_methods(registry):
     schema = json_schema(registry)
     assert "extra" in schema["properties"] and "include" in schema["properties"]

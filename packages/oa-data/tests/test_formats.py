@@ -105,25 +105,25 @@ def test_qa_json_unknown_split_names_the_file(tmp_path, registry):
 
 
 BAD = [
-    ("alpaca", {"instruction": "x", "input": ""}, r"record 1 \(0-based row\): field 'output': missing or null.*hint: the row has columns: instruction, input"),
-    ("sharegpt", {"conversations": [{"from": "robot", "value": "x"}]}, r"record 1 .*field 'conversations\.0\.from': unknown role 'robot'"),
-    ("openai", {"messages": [{"role": "user", "content": "x", "weight": 2}]}, r"record 1 .*field 'messages\.0\.weight': must be 0 or 1"),
-    ("openai", {"messages": []}, r"record 1 .*field 'messages': List should have at least 1 item"),
+    ("alpaca", {"instruction": "x", "input": ""}, r"2: field 'output': missing or null.*hint: the row has columns: instruction, input"),
+    ("sharegpt", {"conversations": [{"from": "robot", "value": "x"}]}, r"2: field 'conversations\.0\.from': unknown role 'robot'"),
+    ("openai", {"messages": [{"role": "user", "content": "x", "weight": 2}]}, r"2: field 'messages\.0\.weight': must be 0 or 1"),
+    ("openai", {"messages": []}, r"2: field 'messages': List should have at least 1 item"),
     ("hh_rlhf", {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: b"},
-     r"record 1 .*field 'rejected': no divergent reply"),
+     r"2: field 'rejected': no divergent reply"),
     ("hh_rlhf", {"chosen": "intro\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"},
-     r"record 1 .*field 'chosen': text before the first 'Human:' turn"),
-    ("kto", {"prompt": "q", "completion": "a", "label": "maybe"}, r"record 1 .*field 'label': Input should be a valid boolean"),
-    ("ranked", {"prompt": "q", "replies": ["only one"]}, r"record 1 .*field 'replies': List should have at least 2 items"),
-    ("pretraining", {"text": ""}, r"record 1 .*field 'text': String should have at least 1 character"),
-    ("prompt_reference", {"question": "q", "answer": "no marker"}, r"record 1 .*field 'reference': has no '####' marker"),
+     r"2: field 'chosen': text before the first 'Human:' turn"),
+    ("kto", {"prompt": "q", "completion": "a", "label": "maybe"}, r"2: field 'label': Input should be a valid boolean"),
+    ("ranked", {"prompt": "q", "replies": ["only one"]}, r"2: field 'replies': List should have at least 2 items"),
+    ("pretraining", {"text": ""}, r"2: field 'text': String should have at least 1 character"),
+    ("prompt_reference", {"question": "q", "answer": "no marker"}, r"2: field 'reference': has no '####' marker"),
 ]
 
 
 @pytest.mark.parametrize(("fmt", "bad_row", "pattern"), BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
-def test_bad_row_names_file_index_and_field(tmp_path, registry, fmt, bad_row, pattern):
+def test_bad_row_names_file_line_and_field(tmp_path, registry, fmt, bad_row, pattern):
     _, spec, rows, _ = next(c for c in CASES if c[0] == fmt)
-    with pytest.raises(RecordError, match=r"data\.jsonl: " + pattern) as err:
+    with pytest.raises(RecordError, match=r"data\.jsonl:" + pattern) as err:  # row 1 is line 2
         load(tmp_path, registry, fmt, [rows[0], bad_row], **spec)
     assert "\n" not in str(err.value)
 

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -98,7 +99,7 @@ def test_missing_file_unknown_type_and_broken_json_are_one_line_errors(tmp_path,
     with pytest.raises(OAError, match=r"empty: no data files found"):
         load_records(DatasetSpec(path=str(tmp_path / "empty"), format="alpaca"), registry=registry)
     (tmp_path / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": oops}\n')
-    with pytest.raises(OAError, match=r"bad\.jsonl: cannot read as json: .*hint: expected one JSON object per line") as err:
+    with pytest.raises(OAError, match=r"bad\.jsonl:2:17: invalid JSON: Expecting value \(hint: expected one JSON object per line") as err:
         load_records(DatasetSpec(path=str(tmp_path / "bad.jsonl"), format="alpaca"), registry=registry)
     assert "\n" not in str(err.value)
     with pytest.raises(OAError, match="unknown dataset format 'alpacca' \\(did you mean 'alpaca'\\?\\)"):
@@ -110,12 +111,13 @@ def test_collecting_mode_checks_every_row_and_keeps_the_good_ones(tmp_path, regi
     path = tmp_path / "mixed.jsonl"
     path.write_text(_jsonl(rows))
     spec = DatasetSpec(path=str(path), format="alpaca")
-    with pytest.raises(RecordError, match=r"mixed\.jsonl: record 1 \(0-based row\): field 'output': missing or null"):
+    with pytest.raises(RecordError, match=r"mixed\.jsonl:2: field 'output': missing or null"):
         load_records(spec, registry=registry)
     loaded = load_records(spec, registry=registry, strict=False)
     assert loaded.records == EXPECTED[:3] and loaded.n_rows == 5 and loaded.n_invalid == 2
-    assert loaded.errors[0].startswith(f"{path}: record 1 (0-based row): field 'output': missing or null (hint: ")
-    assert loaded.errors[1].startswith(f"{path}: record 3 (0-based row): field 'instruction': missing or null")
+    assert loaded.errors[0].startswith(f"{path}:2: field 'output': missing or null (hint: ")
+    assert loaded.errors[1].startswith(f"{path}:4: field 'instruction': missing or null")
+    assert [loaded.where(k) for k in range(3)] == [f"{path}:1", f"{path}:3", f"{path}:5"]
 
 
 def test_num_proc_gives_the_same_records_and_errors(tmp_path, registry):
@@ -126,8 +128,9 @@ def test_num_proc_gives_the_same_records_and_errors(tmp_path, registry):
     serial = load_records(spec, registry=registry, strict=False)
     parallel = load_records(spec, registry=registry, strict=False, num_proc=2)
     assert parallel.records == serial.records and len(serial.records) == 2497
-    assert parallel.errors == serial.errors and serial.errors[1].startswith(f"{path}: record 997 (0-based row): field 'text'")
-    with pytest.raises(RecordError, match=r"record 0 \(0-based row\): field 'text'"):
+    assert parallel.errors == serial.errors and serial.errors[1].startswith(f"{path}:998: field 'text'")
+    assert list(parallel.row_of) == list(serial.row_of) and parallel.where(996) == f"{path}:999"  # after dropped rows
+    with pytest.raises(RecordError, match=r"big\.jsonl:1: field 'text'"):
         load_records(spec, registry=registry, num_proc=2)
 
 
@@ -176,7 +179,7 @@ def test_many_and_read_formats(tmp_path):
     reg = _registry_with("split", DatasetFormat(Text, split_lines, ("text",), many=True))
     loaded = load_records(DatasetSpec(path=str(tmp_path / "t.jsonl"), format="split"), registry=reg, strict=False)
     assert loaded.records == [Text(text=t) for t in "abc"]  # a row with one bad record is dropped whole
-    assert loaded.n_rows == 3 and loaded.errors == [f"{tmp_path / 't.jsonl'}: record 2 (0-based row): field 'text': String "
+    assert loaded.n_rows == 3 and loaded.errors == [f"{tmp_path / 't.jsonl'}:3: field 'text': String "
                                                     "should have at least 1 character (hint: format 'split' makes Text records)"]
 
     def buggy(row):
@@ -185,7 +188,7 @@ def test_many_and_read_formats(tmp_path):
     reg = _registry_with("buggy", DatasetFormat(Text, buggy, ("text",)))
     loaded = load_records(DatasetSpec(path=str(tmp_path / "t.jsonl"), format="buggy"), registry=reg, strict=False)
     assert loaded.records == [Text(text="A|B"), Text(text="D||E")]
-    assert loaded.errors == [f"{tmp_path / 't.jsonl'}: record 1 (0-based row): format 'buggy' failed: AttributeError: 'dict' "
+    assert loaded.errors == [f"{tmp_path / 't.jsonl'}:2: format 'buggy' failed: AttributeError: 'dict' "
                              "object has no attribute 'nope' (hint: this looks like a bug in the format; report it to its plugin)"]
 
     (tmp_path / "p.tsv.txt").write_text("q\tgood\tbad\nq2\t\tbad\n")
@@ -258,3 +261,111 @@ def test_the_sample_readme_entries_load(monkeypatch, registry):
     loaded = [load_records(DatasetSpec(**entry), registry=registry, strict=False) for entry in entries]
     assert [(x.format, x.errors, len(x.records)) for x in loaded] == [
         ("alpaca", [], 175), ("prompt_reference", [], 500), ("qa_json", [], 50), ("hh_rlhf", [], 300), ("pretraining", [], 741)]
+
+
+# ---------------------------------------------------------------- places: 1-based file lines, UTF-8
+
+LINES = {  # blank lines and multi-line rows: (text, line of the first row, line of the second, which has no 'text')
+    "a.jsonl": ('{"text": "a"}\n\n\n   \n{"x": 1}\n', 1, 5),
+    "a.json": ('[\n  {"text": "a"},\n\n  {\n    "x": 1\n  }\n]\n', 2, 4),
+    "a.csv": ('text,x\n"two\nlines",1\n\n   \n,2\n', 2, 6),
+    "a.tsv": ('text\tx\n\n"two\nlines"\t1\n\t2\n', 3, 5),
+}
+
+
+@pytest.mark.parametrize("name", [*LINES, "a.jsonl.gz", "a.csv.gz"])
+def test_problems_and_records_name_the_1_based_file_line(tmp_path, registry, name):
+    text, first, second = LINES[name.removesuffix(".gz")]
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    loaded = load_records(DatasetSpec(path=str(path), format="pretraining"), registry=registry, strict=False)
+    assert loaded.errors == [f"{path}:{second}: field 'text': missing or null (hint: the row has columns: x; "
+                             "rename with field_map: {<field>: <column>})"]
+    assert loaded.where(0) == f"{path}:{first}"
+    with pytest.raises(RecordError, match=re.escape(f"{path}:{second}: field 'text'")):
+        load_records(DatasetSpec(path=str(path), format="pretraining"), registry=registry)
+
+
+def test_rows_that_are_not_lines_fall_back_to_record_numbers(tmp_path, registry):
+    path = tmp_path / "two.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b"} {"x": 1}\n{"text": "d"}\n')  # pyarrow reads 4 rows from 3 lines
+    loaded = load_records(DatasetSpec(path=str(path), format="pretraining"), registry=registry, strict=False)
+    assert loaded.n_rows == 4 and loaded.errors[0].startswith(f"{path}: record 2 (0-based row): field 'text'")
+    assert loaded.where(2) == f"{path}: record 3 (0-based row)"
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 22])
+def test_text_paragraphs_are_named_by_the_line_they_start_on(tmp_path, registry, monkeypatch, chunk):
+    from oa_data import textfiles
+
+    monkeypatch.setattr(textfiles, "CHUNK", chunk)  # paragraphs across read chunks
+    path = tmp_path / "book.txt"
+    path.write_text("First\nstill first.\n\n\n\nSecond.\n\n\n\n\nThird.\n")
+    loaded = load_records(DatasetSpec(path=str(path), format="pretraining"), registry=registry)
+    assert [r.text for r in loaded.records] == ["First\nstill first.", "Second.", "\nThird.\n"]
+    assert [loaded.where(k) for k in range(3)] == [f"{path}:1", f"{path}:6", f"{path}:11"]
+
+
+def test_files_without_lines_keep_0_based_record_numbers(tmp_path, registry):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": "a"}, {"text": ""}]), str(path))
+    loaded = load_records(DatasetSpec(path=str(path), format="pretraining"), registry=registry, strict=False)
+    assert loaded.errors[0].startswith(f"{path}: record 1 (0-based row): field 'text'")
+    assert loaded.where(0) == f"{path}: record 0 (0-based row)"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"text": "a"}\n\n{"text": "b"} x\n{"text": "d"}\n', r":3:15: invalid JSON: Extra data"),
+    ('{"text": "a"}\n{"text": "b",}\n', r":2:14: invalid JSON: Expecting property name enclosed in double quotes"),
+    ('{"text": "a"}\n["b"]\n', r":2: expected one JSON object per line, got list"),
+    ('[\n  {"text": "a"},\n  {"text": "b"},\n]\n', r":4:1: invalid JSON: Expecting value"),
+], ids=["trailing data", "trailing comma", "not an object", "array"])
+def test_malformed_json_names_line_and_column(tmp_path, registry, text, expected):
+    path = tmp_path / ("bad.json" if text.startswith("[") else "bad.jsonl")
+    path.write_text(text)
+    with pytest.raises(OAError) as err:
+        load_records(DatasetSpec(path=str(path), format="pretraining"), registry=registry, strict=False)
+    assert re.match(re.escape(str(path)) + expected + r" \(hint: expected one JSON object per line", str(err.value))
+
+
+NOT_UTF8 = {  # line 3 holds the only non-ASCII character
+    "d.jsonl": '{"text": "a"}\n{"text": "b"}\n{"text": "caf\u00e9"}\n',
+    "d.json": '[{"text": "a"},\n {"text": "b"},\n {"text": "caf\u00e9"}]\n',
+    "d.csv": "text\nb\ncaf\u00e9\n",
+    "d.txt": "a\n\ncaf\u00e9\n",
+    "d.jsonl.gz": '{"text": "a"}\n{"text": "b"}\n{"text": "caf\u00e9"}\n',
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_UTF8))
+@pytest.mark.parametrize(("encode", "expected"), [
+    (lambda text: b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", ":1: not UTF-8: byte 0x89 at byte offset 0 (invalid start byte)"),
+    (lambda text: text.replace("\u00e9", "e").encode("utf-16"),
+     ":1: not UTF-8: a UTF-16 byte-order mark at byte offset 0 (the file is UTF-16 text)"),
+    (lambda text: text.encode("utf-16-le"), ":1: not UTF-8: a NUL byte at byte offset 1 (binary data, or UTF-16 text)"),
+    (lambda text: text.encode("latin-1"), ":3: not UTF-8: byte 0xe9 at byte offset {offset} (invalid continuation byte)"),
+], ids=["binary", "utf-16", "utf-16 without mark", "latin-1 byte in line 3"])
+def test_data_that_is_not_utf8_names_line_and_byte_offset(tmp_path, registry, name, encode, expected):
+    raw = encode(NOT_UTF8[name])
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    with pytest.raises(OAError) as err:
+        load_records(DatasetSpec(path=str(path), format="pretraining"), registry=registry, strict=False)
+    where = " of the decompressed data" if name.endswith(".gz") else ""
+    assert err.value.message == f"{path}" + expected.format(offset=raw.find(b"\xe9")) + where
+    assert "UTF-8" in err.value.hint and "\n" not in str(err.value)
+
+
+def test_the_utf8_check_reads_in_chunks_without_splitting_characters(tmp_path, monkeypatch):
+    from oa_data import textfiles
+
+    good = '{"text": "日本é"}\n\n{"text": "x"}\n'.encode()
+    (tmp_path / "good.jsonl").write_bytes(good)
+    (tmp_path / "bad.jsonl").write_bytes(good + b'{"text": "caf\xe9"}\n')
+    for chunk in (1, 2, 3, 5, 1 << 22):
+        monkeypatch.setattr(textfiles, "CHUNK", chunk)
+        textfiles.check_utf8(tmp_path / "good.jsonl")
+        with pytest.raises(OAError) as err:
+            textfiles.check_utf8(tmp_path / "bad.jsonl")
+        offset = len(good) + len(b'{"text": "caf')
+        assert err.value.message == f"{tmp_path / 'bad.jsonl'}:4: not UTF-8: byte 0xe9 at byte offset {offset} (invalid continuation byte)"

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -103,16 +104,19 @@ def runner():
     return CliRunner()
 
 
-def test_data_validate_lists_every_bad_record(tmp_path, runner):
+def test_data_validate_lists_every_bad_record_by_its_file_line(tmp_path, runner):
     rows = [conversation(0), {"messages": [{"role": "wizard", "content": "x"}]}, conversation(2),
-            {"messages": "not a list"}]
+            {"messages": [{"role": "user"}]}, {"messages": [{"role": "user", "content": "no answer"}]}]
     path = write_config(tmp_path, rows)
+    data = tmp_path / "chat.jsonl"
+    lines = data.read_text().splitlines(keepends=True)
+    data.write_text(lines[0] + "\n" + "".join(lines[1:]))  # a blank line 2: rows 1..4 are on lines 3..6
     result = runner.invoke(cli, ["data", "validate", str(path)])
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2
-    assert "record 1" in errors[0] and "record 3" in errors[1]
-    assert "4 rows read, 2 records encoded, 2 problem(s)" in result.stdout
+    assert [e.split(": ", 2)[1] for e in errors] == [f"{data}:3", f"{data}:5", f"{data}:6"]
+    assert "field 'messages.0.role'" in errors[0] and "no token is supervised" in errors[2]  # a format, an encoding problem
+    assert "5 rows read, 3 records encoded, 3 problem(s)" in result.stdout
 
 
 def test_data_preview_and_stats(tmp_path, runner):
@@ -230,3 +234,14 @@ def test_a_truncation_rule_that_does_not_fit_the_format_is_a_config_error(tmp_pa
     assert e.value.problems == [
         f"{path}: data.truncation: truncation 'chunk' splits plain text into pieces; conversations are cut by whole "
         "messages (keep_end, keep_start, random_cut, drop); format 'openai' of datasets.0 makes Conversation records"]
+
+
+def test_a_record_failing_in_training_is_named_by_its_file_line(tmp_path, tokenizer):
+    from oa_core.errors import RecordError
+
+    path = write_config(tmp_path, [conversation(0), {"messages": [{"role": "user", "content": "no answer"}]}])
+    data = tmp_path / "chat.jsonl"
+    data.write_text(data.read_text().replace("\n", "\n\n", 1))  # the second row is on line 3
+    cfg = load_config(path).config
+    with pytest.raises(RecordError, match="^" + re.escape(f"{data}:3: no token is supervised")):
+        prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), use_cache=False, progress=False)

@@ -91,6 +91,54 @@ def test_turbo_style_golden(tok, runs):
     assert runs(encode_messages(msgs, tok, template, settings), tok) == ["Hi there!<|im_end|>"]
 
 
+GUIDE = {"prefix_template": "<|start_header_id|>{role}<|end_header_id|>\n\n", "suffix_template": "<|eot_id|>"}
+
+
+def turbo_reference(messages, prefix, suffix, mapping, generation=False) -> str:
+    """The turbo-alignment guide's rule: ``prefix_template`` with ``{role}`` = ``role_tag_mapping[dataset role]``,
+    then content and ``suffix_template`` per message (the dataset calls the assistant ``bot``); the bot's prefix
+    starts the answer to generate."""
+    tag = {r: mapping[{"assistant": "bot"}.get(r, r)] for r in ("system", "user", "assistant")}
+    text = "".join(prefix.format(role=tag[m["role"]]) + m["content"] + suffix for m in messages)
+    return text + (prefix.format(role=tag["assistant"]) if generation else "")
+
+
+@pytest.mark.parametrize("mapping", [{"bot": "assistant", "user": "user", "system": "system"},  # the guide's
+                                     {"bot": "model", "user": "human", "system": "context"}])
+def test_role_tag_mapping_takes_the_turbo_guide_keys(tok, runs, mapping):
+    settings = DataSettings(**GUIDE, role_tag_mapping=mapping)
+    template = resolve_template(settings, tok)
+    for messages, generation in ((CHAT, False), (CHAT[:4], True)):
+        expected = turbo_reference(messages, GUIDE["prefix_template"], GUIDE["suffix_template"], mapping, generation)
+        assert render(template, messages, generation) == expected
+    assert runs(encode_messages(CHAT, tok, template, settings), tok) == ["Hi there!<|eot_id|>", "See you.<|eot_id|>"]
+
+
+def test_role_tag_mapping_keys_are_checked_at_config_time(tmp_path):
+    import yaml
+
+    from oa_core.config import load_config
+    from oa_core.errors import ConfigError
+    from oa_data.templates import turbo_template
+
+    def problems(data):
+        path = tmp_path / "run.yaml"
+        path.write_text(yaml.safe_dump({"method": "sft", "model": {"path": "unused"}, "data": data,
+                                        "datasets": [{"path": "unused.jsonl", "format": "turbo_chat"}]}))
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        return [p.removeprefix(f"{path}: ") for p in e.value.problems]
+
+    assert problems({**GUIDE, "role_tag_mapping": {"bot": "model", "gpt": "x", "assistant": "other"}}) == [
+        "data.role_tag_mapping.gpt: unknown role 'gpt' (known: system, user, assistant, tool, bot)",
+        "data.role_tag_mapping.bot: 'bot' is the role 'assistant', which is mapped to another tag ('model' vs 'other')"]
+    assert problems({"chat_template": "chatml", "role_tag_mapping": {"user": "human"}}) == [
+        "data.role_tag_mapping: only turbo-style templates use it (set data.prefix_template and data.suffix_template), "
+        "so it would be ignored"]
+    with pytest.raises(TemplateError, match=r"role_tag_mapping\.human: unknown role 'human'"):
+        turbo_template("<{role}>", "</s>", {"human": "h"})
+
+
 def test_tokenizer_jinja_matches_transformers_and_infers_end_of_turn(raw_tokenizers, runs):
     import copy
 

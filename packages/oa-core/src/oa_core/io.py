@@ -1,4 +1,5 @@
-"""Atomic writes shared by every package: a file or a folder appears whole or not at all."""
+"""File helpers shared by every package: atomic writes (a file or a folder appears whole or not at all) and
+the check that a text input is UTF-8."""
 
 from __future__ import annotations
 
@@ -89,3 +90,28 @@ def refuse_input_as_output(output: str | os.PathLike, inputs: dict[str, str | os
         if same or inside:
             raise OAError(f"{output}: is {'the same file as' if same else 'inside'} the input {name} ({path}); "
                           "writing it would destroy the input", hint="choose another output path")
+
+
+UTF8_HINT = "save the file as UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 IN > OUT` (-f: the encoding it has)"
+_BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"),
+)
+
+
+def utf8_problem(data: bytes, base: int = 0) -> tuple[int, str] | None:
+    """Why ``data`` (at byte ``base`` of its file) is not UTF-8 text: ``(offset in data, description with the
+    file's byte offset)`` of a UTF-16/32 byte-order mark (at the file's start), the first NUL byte (binary data,
+    or UTF-16 without a mark) or the first invalid byte; None for UTF-8 text."""
+    if base == 0:
+        for mark, name in _BYTE_ORDER_MARKS:
+            if data.startswith(mark):
+                return 0, f"not UTF-8: a {name} byte-order mark at byte offset 0 (the file is {name} text)"
+    nul = data.find(b"\x00")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if nul < 0 or e.start < nul:
+            return e.start, f"not UTF-8: byte 0x{data[e.start]:02x} at byte offset {base + e.start} ({e.reason})"
+    if nul >= 0:
+        return nul, f"not UTF-8: a NUL byte at byte offset {base + nul} (binary data, or UTF-16 text)"
+    return None

@@ -112,7 +112,7 @@ def validate(config: str, split: str, overrides: tuple[str, ...]) -> None:
         for i, record in enumerate(tqdm(loaded.records, desc=f"checking {loaded.source}", leave=False)):
             checked += 1
             try:
-                encode_record(record, tokenizer, template, settings, index=i, source=loaded.source)
+                encode_record(record, tokenizer, template, settings, source=loaded.where(i))
             except OAError as e:
                 problems.append(str(e))
     rows = sum(loaded.n_rows for _, loaded in sources)

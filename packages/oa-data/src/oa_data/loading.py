@@ -1,10 +1,14 @@
 """Load one data source into validated core records.
 
 Each raw row goes: file/hub reader (``datasets``) -> ``field_map`` rename -> ``format.parse`` -> record
-validation (``oa_core.schema``). Problems name the source file, the record index (the 0-based row number
-in that file, or for ``read`` formats the 0-based position of the record the reader yielded) and the
-field. ``strict=True`` raises the first problem; ``strict=False`` checks every row and collects one line
-per problem (``oa data validate``).
+validation (``oa_core.schema``). Text files must be UTF-8 (a bad byte is reported by line and byte offset).
+
+Problems name where the record came from, then the field: ``file:LINE`` (the 1-based line the row starts on)
+for text files read by row (jsonl, json arrays, csv/tsv, txt paragraphs; compressed too), else
+``file: record N (0-based row)`` (parquet, arrow, saved datasets, hub datasets, JSON read from a top-level
+field) or ``file: record N (0-based, as read)`` for ``read`` formats. :meth:`LoadedSource.where` names a
+record the same way for later steps (encoding, ``oa data validate``). ``strict=True`` raises the first
+problem; ``strict=False`` checks every row and collects one line per problem (``oa data validate``).
 
 A format's options model may define ``json_field() -> str | None``: JSON files are then read from that
 top-level key (``qa_json`` reads ``{"train": [...], "test": [...]}`` this way); an options field named
@@ -14,7 +18,8 @@ top-level key (``qa_json`` reads ``{"train": [...], "test": [...]}`` this way); 
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ from oa_core.config import DatasetSpec
 from oa_core.errors import OAError, RecordError
 from oa_core.plugins import Registry, get_registry
 from oa_core.schema import describe_validation_error
+from oa_data.textfiles import TEXT_BUILDERS, check_utf8, json_syntax_error, row_lines
 
 # file suffix (after removing a compression suffix) -> `datasets` builder
 BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".tsv": "csv",
@@ -33,9 +39,38 @@ COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 BATCH = 1000
 
 
+class RowPlaces:
+    """Names row ``i`` of one file in messages: ``file:LINE`` for text files read by row, else
+    ``file: record i (0-based row)``, or ``(0-based, as read)`` for the records a format's ``read`` yields.
+    The lines are found on first use."""
+
+    def __init__(self, name: str, n_rows: int, *, json_field: str | None = None, reader: bool = False):
+        self.name, self.n_rows, self.json_field, self.reader = name, n_rows, json_field, reader
+        self._lines: Sequence[int] | None = None
+        self._looked = reader
+
+    def __call__(self, row: int) -> str:
+        lines = self.lines()
+        if lines is not None:
+            return f"{self.name}:{lines[row]}"
+        return f"{self.name}: record {row} ({'0-based, as read' if self.reader else '0-based row'})"
+
+    def lines(self) -> Sequence[int] | None:
+        """The line each row starts on; None when rows are not lines, or the lines found do not match the rows."""
+        if not self._looked:
+            self._looked = True
+            builder = builder_for(self.name)
+            if builder in TEXT_BUILDERS and Path(self.name).is_file():
+                sep = "\t" if _is_tsv(self.name) else ","
+                found = row_lines(self.name, builder, json_field=self.json_field, sep=sep)
+                self._lines = found if found is not None and len(found) == self.n_rows else None
+        return self._lines
+
+
 @dataclass
 class LoadedSource:
-    """The records of one source and one line per invalid (dropped) row."""
+    """The records of one source and one line per invalid (dropped) row. ``places`` names each file's rows;
+    ``file_of[k]`` and ``row_of[k]`` locate record ``k`` (a row may give several records)."""
 
     records: list[Any]
     errors: list[str]
@@ -43,10 +78,19 @@ class LoadedSource:
     n_rows: int
     format: str = ""
     files: list[str] = field(default_factory=list)
+    places: list[RowPlaces] = field(default_factory=list)
+    file_of: array = field(default_factory=lambda: array("l"))
+    row_of: array = field(default_factory=lambda: array("q"))
 
     @property
     def n_invalid(self) -> int:
         return len(self.errors)
+
+    def where(self, k: int) -> str:
+        """Where record ``k`` came from, named as loading problems name it (``file:LINE`` or ``file: record N``)."""
+        if k < len(self.row_of):
+            return self.places[self.file_of[k]](self.row_of[k])
+        return f"{self.source}: record {k}"
 
 
 def load_records(spec: DatasetSpec, *, registry: Registry | None = None, strict: bool = True, num_proc: int = 1,
@@ -62,24 +106,29 @@ def load_records(spec: DatasetSpec, *, registry: Registry | None = None, strict:
     if fmt.read is not None and fmt.parse is None:
         return _load_with_reader(spec, fmt, options, strict)
     json_field = options.json_field() if hasattr(options, "json_field") else None
-    records: list[Any] = []
-    errors: list[str] = []
-    n_rows = 0
-    files = []
+    loaded = LoadedSource([], [], _describe(spec), 0, spec.format)
     for source, ds in open_source(spec, json_field=json_field, cache_dir=cache_dir):
-        files.append(source)
+        loaded.files.append(source)
+        loaded.places.append(RowPlaces(source, len(ds), json_field=json_field))
         if len(ds) == 0:
             continue
         ds = _rename_columns(ds, spec, source)
-        convert = _Converter(fmt, options, source, spec.format)
+        convert = _Converter(fmt, options, loaded.places[-1], spec.format)
         if num_proc > 1 and len(ds) > BATCH:
-            recs, errs = _convert_parallel(ds, convert, num_proc, strict)
+            recs, rows, errs = _convert_parallel(ds, convert, num_proc, strict)
         else:
-            recs, errs = _convert_rows(ds, convert, strict, progress)
-        records += recs
-        errors += errs
-        n_rows += len(ds)
-    return LoadedSource(records, errors, _describe(spec), n_rows, spec.format, files)
+            recs, rows, errs = _convert_rows(ds, convert, strict, progress)
+        _add(loaded, recs, rows, errs)
+        loaded.n_rows += len(ds)
+    return loaded
+
+
+def _add(loaded: LoadedSource, records: list, rows: Iterable[int], errors: list[str]) -> None:
+    """Append the records (from ``rows`` of the last file) and problems of one file."""
+    loaded.records += records
+    loaded.row_of.extend(rows)
+    loaded.file_of.extend([len(loaded.places) - 1] * len(records))
+    loaded.errors += errors
 
 
 def _describe(spec: DatasetSpec) -> str:
@@ -199,16 +248,27 @@ def read_file(path: str | Path, *, json_field: str | None = None, cache_dir: str
         kwargs["field"] = json_field
     if builder == "text":
         kwargs["sample_by"] = "paragraph"
-    if str(path).lower().removesuffix(".gz").endswith(".tsv"):
+    if _is_tsv(path):
         kwargs["sep"] = "\t"
     if Path(path).stat().st_size == 0:
         return datasets.Dataset.from_dict({})
+    if builder in TEXT_BUILDERS:
+        check_utf8(path)
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
     except Exception as e:  # datasets wraps parser errors; report the root cause on one line
         if isinstance(_root(e), StopIteration):  # a compressed file with no rows
             return datasets.Dataset.from_dict({})
-        raise OAError(f"{path}: cannot read as {builder}: {_root_cause(e)}", hint=_read_hint(builder, json_field)) from None
+        syntax = json_syntax_error(path, json_field) if builder == "json" else None
+        problem = f":{syntax}" if syntax else f": cannot read as {builder}: {_root_cause(e)}"
+        raise OAError(f"{path}{problem}", hint=_read_hint(builder, json_field)) from None
+
+
+def _is_tsv(path: str | Path) -> bool:
+    name = str(path).lower()
+    for c in COMPRESSION:
+        name = name.removesuffix(c)
+    return name.endswith(".tsv")
 
 
 def load_hub(spec: DatasetSpec, *, cache_dir: str | None = None):
@@ -253,8 +313,8 @@ class _Problem(Exception):
 class _Converter:
     """Row -> list of validated records, or :class:`_Problem`."""
 
-    def __init__(self, fmt, options, source: str, format_name: str):
-        self.fmt, self.options, self.source, self.name = fmt, options, source, format_name
+    def __init__(self, fmt, options, places: RowPlaces, format_name: str):
+        self.fmt, self.options, self.places, self.name = fmt, options, places, format_name
 
     def __call__(self, row: dict) -> list[Any]:
         fmt = self.fmt
@@ -291,8 +351,8 @@ class _Converter:
         cols = ", ".join(k for k, v in row.items() if v is not None) or "none"
         return f"the row has columns: {cols}; rename with field_map: {{<field>: <column>}}"
 
-    def error(self, index: int, detail: str, hint: str | None, where: str = "0-based row") -> RecordError:
-        return RecordError(f"{self.source}: record {index} ({where}): {detail}", hint=hint)
+    def error(self, row: int, detail: str, hint: str | None) -> RecordError:
+        return RecordError(f"{self.places(row)}: {detail}", hint=hint)
 
 
 def _rows(ds) -> Iterator[dict]:
@@ -309,17 +369,22 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool | None):
                 leave=False, mininterval=0.5)
 
 
-def _convert_rows(ds, convert: _Converter, strict: bool, progress: bool | None) -> tuple[list, list[str]]:
+def _convert_rows(ds, convert: _Converter, strict: bool, progress: bool | None) -> tuple[list, list[int], list[str]]:
+    """The records, the row of each, and the problems."""
     records: list[Any] = []
+    rows: list[int] = []
     errors: list[str] = []
-    for i, row in enumerate(_progress(_rows(ds), len(ds), f"parse {Path(convert.source).name}", progress)):
+    for i, row in enumerate(_progress(_rows(ds), len(ds), f"parse {Path(convert.places.name).name}", progress)):
         try:
-            records += convert(row)
+            recs = convert(row)
         except _Problem as p:
             if strict:
                 raise convert.error(i, p.detail, p.hint) from None
             errors.append(str(convert.error(i, p.detail, p.hint)))
-    return records, errors
+            continue
+        records += recs
+        rows += [i] * len(recs)
+    return records, rows, errors
 
 
 def _convert_batch(batch: dict, indices: list[int], convert: _Converter) -> dict:
@@ -339,21 +404,22 @@ def _convert_batch(batch: dict, indices: list[int], convert: _Converter) -> dict
     return out
 
 
-def _convert_parallel(ds, convert: _Converter, num_proc: int, strict: bool) -> tuple[list, list[str]]:
+def _convert_parallel(ds, convert: _Converter, num_proc: int, strict: bool) -> tuple[list, list[int], list[str]]:
     """Parse and validate with ``num_proc`` worker processes (``datasets.map``), then rebuild the records."""
     done = ds.map(_convert_batch, batched=True, batch_size=BATCH, with_indices=True, num_proc=num_proc,
                   remove_columns=ds.column_names, fn_kwargs={"convert": convert},
-                  desc=f"parse {Path(convert.source).name}", load_from_cache_file=False)
+                  desc=f"parse {Path(convert.places.name).name}", load_from_cache_file=False)
     record_type = convert.fmt.record_type
-    records, errors = [], []
+    records, rows, errors = [], [], []
     for row in _rows(done):
         if row["record"] is not None:
             records.append(record_type.model_validate_json(row["record"]))
+            rows.append(row["index"])
         elif strict:
             raise convert.error(row["index"], row["detail"], row["hint"])
         else:
             errors.append(str(convert.error(row["index"], row["detail"], row["hint"])))
-    return records, errors
+    return records, rows, errors
 
 
 # ---------------------------------------------------------------- whole-file readers
@@ -361,19 +427,23 @@ def _convert_parallel(ds, convert: _Converter, num_proc: int, strict: bool) -> t
 
 def _load_with_reader(spec: DatasetSpec, fmt, options, strict: bool) -> LoadedSource:
     """Formats with ``read(path, options)``: the index is the position of the yielded record."""
-    convert = _Converter(fmt, options, spec.path, spec.format)
-    records, errors, n = [], [], 0
+    places = RowPlaces(spec.path, 0, reader=True)
+    convert = _Converter(fmt, options, places, spec.format)
+    loaded = LoadedSource([], [], spec.path, 0, spec.format, [spec.path], [places])
     try:
-        for n, item in enumerate(fmt.read(spec.path, options), start=1):
+        for n, item in enumerate(fmt.read(spec.path, options)):
+            loaded.n_rows = n + 1
             try:
-                records += [convert.validate(x) for x in (item if fmt.many and isinstance(item, list) else [item])]
+                recs = [convert.validate(x) for x in (item if fmt.many and isinstance(item, list) else [item])]
             except _Problem as p:
                 if strict:
-                    raise convert.error(n - 1, p.detail, p.hint, "0-based, as read") from None
-                errors.append(str(convert.error(n - 1, p.detail, p.hint, "0-based, as read")))
+                    raise convert.error(n, p.detail, p.hint) from None
+                loaded.errors.append(str(convert.error(n, p.detail, p.hint)))
+                continue
+            _add(loaded, recs, [n] * len(recs), [])
     except OAError as e:
         if strict:
             raise
-        errors.append(str(e))
-    return LoadedSource(records, errors, spec.path, n, spec.format, [spec.path])
+        loaded.errors.append(str(e))
+    return loaded
 

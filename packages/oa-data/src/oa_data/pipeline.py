@@ -62,7 +62,8 @@ def load_sources(specs: list[DatasetSpec], settings: DataSettings, *, strict: bo
 
 
 def _origins(sources: list[tuple[DatasetSpec, LoadedSource]]) -> dict[int, tuple[int, int]]:
-    """id(record) -> (source number, record index in that source), for error messages after mixing."""
+    """id(record) -> (source number, record index in that source), for error messages after mixing
+    (``LoadedSource.where`` names the record)."""
     return {id(r): (s, i) for s, (_, loaded) in enumerate(sources) for i, r in enumerate(loaded.records)}
 
 
@@ -89,8 +90,7 @@ def _rule_of(spec: DatasetSpec, settings: DataSettings, encoded: Encoded) -> str
 
 
 def fit_record(record: Any, encoded: Encoded, spec: DatasetSpec, tokenizer: Any, template: Any,
-               settings: DataSettings, rng: random.Random, report: TruncationReport, *, source: str,
-               index: int) -> list[Encoded]:
+               settings: DataSettings, rng: random.Random, report: TruncationReport, *, source: str) -> list[Encoded]:
     """The samples training gets from one encoded record, by its dataset's rule and lengths; conversations cut
     between messages are re-rendered (see :func:`oa_data.truncation.truncate`). ``oa data preview`` and
     :func:`encode_split` both go through here."""
@@ -101,8 +101,8 @@ def fit_record(record: Any, encoded: Encoded, spec: DatasetSpec, tokenizer: Any,
         raise OAError(f"{source}: {problem}", hint="set another truncation for this dataset (datasets[i].truncation)")
     cuts_messages = not is_text(encoded) and (rule == "random_cut" or len(encoded) > max_length)
     if cuts_messages and not encoded.turns:  # turn ends come from the cross-check pass
-        encoded = encode_record(record, tokenizer, template, settings, index=index, source=source)
-    reencode = reencoder(record, tokenizer, template, settings, index=index, source=source) if cuts_messages else None
+        encoded = encode_record(record, tokenizer, template, settings, source=source)
+    reencode = reencoder(record, tokenizer, template, settings, source=source) if cuts_messages else None
     return fit(encoded, max_length, rule, spec.min_length or settings.min_length, rng, report, reencode)
 
 
@@ -124,7 +124,7 @@ def fitted_records(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSo
     for start in range(0, len(records), chunk):
         batch = records[start:start + chunk]
         where = [origins[id(r)] for r in batch]
-        named = [(sources[s][1].source, i) for s, i in where]
+        named = [(sources[s][1].where(i), None) for s, i in where]
         checks = [cross_checked(start + k, settings.mask_cross_check)
                   or (sources[s][0].truncation or settings.truncation) == "random_cut"  # cuts every sample by turns
                   for k, (s, _) in enumerate(where)]
@@ -133,7 +133,7 @@ def fitted_records(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSo
             spec, loaded = sources[s]
             report.supervision.add(enc)
             one = TruncationReport()
-            samples = fit_record(record, enc, spec, tokenizer, template, settings, rng, one, source=loaded.source, index=i)
+            samples = fit_record(record, enc, spec, tokenizer, template, settings, rng, one, source=loaded.where(i))
             report.truncation[loaded.source].merge(one)
             yield Fitted(record, loaded.source, i, enc, samples, one)
         bar.update(len(batch))

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oa_core.config import RegistryRef, TruncationRule
+from oa_data.templates import role_tag_problems
 
 
 class _Strict(BaseModel):
@@ -29,7 +30,8 @@ class DataSettings(_Strict):
         None, description="a registered template (chatml, llama-3, oasst, llama-2; oa plugins list --kind chat_template) "
         "or 'tokenizer' (the tokenizer's own); default: the tokenizer's own")
     chat_template_jinja: str | None = Field(None, description="jinja template text or path to a .jinja file")
-    role_tag_mapping: dict[str, str] | None = Field(None, description="turbo-style: role -> tag")
+    role_tag_mapping: dict[str, str] | None = Field(
+        None, description="turbo-style: role (system, user, assistant or bot, tool) -> tag rendered for {role}")
     prefix_template: str | None = Field(None, description="turbo-style, with {role}, e.g. '<|im_start|>{role}\\n'")
     suffix_template: str | None = Field(None, description="turbo-style, e.g. '<|im_end|>\\n'")
     end_of_turn: str | None = Field(None, description="string closing a turn (supervised); default: inferred")
@@ -91,7 +93,7 @@ def truncation_problem(rule: str, text: bool) -> str | None:
 def check_data_config(cfg) -> list[tuple[str, str]]:
     """Rules between ``data:`` and the dataset entries (the ``check_config`` hook of oa-data)."""
     settings = cfg.section("data", DataSettings)
-    problems = []
+    problems = _role_tag_problems(settings)
     for group in ("datasets", "eval_datasets"):
         for i, spec in enumerate(getattr(cfg, group)):
             key = f"{group}.{i}"
@@ -123,3 +125,10 @@ def _rule_fits_format(spec, settings: DataSettings, key: str) -> list[tuple[str,
         return []
     where = f"{key}.truncation" if spec.truncation else "data.truncation"
     return [(where, f"{problem}; format '{spec.format}' of {key} makes {record_type.__name__} records")]
+
+
+def _role_tag_problems(settings: DataSettings) -> list[tuple[str, str]]:
+    if settings.role_tag_mapping and settings.prefix_template is None:
+        return [("data.role_tag_mapping", "only turbo-style templates use it (set data.prefix_template and "
+                 "data.suffix_template), so it would be ignored")]
+    return [(f"data.role_tag_mapping.{key}", message) for key, message in role_tag_problems(settings.role_tag_mapping)]

@@ -1,15 +1,19 @@
 """Records -> token ids and labels.
 
-Loss masks are derived twice and must agree token for token:
+Loss masks are derived twice (three times for templates with generation markers) and must agree:
 
 1. from message boundaries: the conversation is rendered once with a marker in place of each message's
    content, which locates every message in the real rendering; a supervised span runs from the content
    to the end of the end-of-turn string that follows it;
 2. from incremental prefix rendering: ``render(messages[:i], add_generation_prompt=True)`` ends where
-   answer ``i`` starts, and the end-of-turn string that ends ``render(messages[:i + 1])`` closes it.
+   answer ``i`` starts (after any whitespace the template itself puts before the content), and the
+   end-of-turn string that ends ``render(messages[:i + 1])`` closes it;
+3. for templates with ``{% generation %}`` ... ``{% endgeneration %}`` blocks (Hugging Face's assistant
+   markers): apart from whitespace, the blocks hold exactly every assistant message's content and end of turn.
 
-Both spans start at the first non-space character. Character spans become token masks through the
-tokenizer's offsets (a token is supervised when it overlaps a span).
+A span starts with the content as rendered, leading whitespace included (as Hugging Face's and TRL's
+assistant masks do). Character spans become token masks through the tokenizer's offsets (a token is
+supervised when it overlaps a span).
 """
 
 from __future__ import annotations
@@ -26,13 +30,21 @@ import numpy as np
 
 from oa_core.errors import OAError, RecordError
 from oa_core.schema import Conversation, Message, PreferencePair, PromptCompletion, Text
-from oa_data.templates import ChatTemplate, TemplateError, render, template_variables, with_end_of_turn
+from oa_data.templates import (
+    ChatTemplate,
+    TemplateError,
+    has_generation_markers,
+    render,
+    render_generation,
+    template_variables,
+    with_end_of_turn,
+)
 
 IGNORE_INDEX = -100
 _MARK = "\ue000{}\ue001"
 _MARK_RE = re.compile("\ue000(\\d+)\ue001")
 _DUMMY = ("\ue002", "\ue003")
-_RESERVED = re.compile("[\ue000-\ue003]")
+_RESERVED = re.compile("[\ue000-\ue005]")  # ours, and the generation marks
 
 
 @dataclass
@@ -102,10 +114,13 @@ def render_with_spans(messages: Sequence[Message | Mapping], tokenizer: Any, tem
     eot = template.end_of_turn or with_end_of_turn(template, tokenizer).end_of_turn
     variables = template_variables(tokenizer)
     text = render(template, msgs, **variables)
-    spans_a = _spans_from_boundaries(template, msgs, text, marked, eot, variables)
+    found = _locate_messages(template, msgs, text, variables)
+    spans_a = _spans_from_boundaries(template, msgs, text, found, marked, eot)
     if not cross_check:
         return Rendering(text, spans_a, spans_a, [], base)
     spans_b, bounds = _spans_from_prefixes(template, msgs, text, marked, eot, variables)
+    if has_generation_markers(template):
+        _check_generation_blocks(template, msgs, text, found, eot, variables)
     return Rendering(text, spans_a, spans_b, bounds, base)
 
 
@@ -331,12 +346,6 @@ def _prompt_then_answer(prompt: list[Message], answer: list[Message], settings: 
     return head + [m if m.train is not None else m.model_copy(update={"train": True}) for m in answer]
 
 
-def _skip_space(text: str, start: int, stop: int) -> int:
-    while start < stop and text[start].isspace():
-        start += 1
-    return start
-
-
 def _label(i: int, msgs: list[dict]) -> str:
     return f"message {i} ({msgs[i]['role']})"
 
@@ -346,11 +355,12 @@ def _no_end_of_turn(i: int, msgs: list[dict], eot: str) -> TemplateError:
                          hint="set data.end_of_turn to the string that closes a turn in this template")
 
 
-def _spans_from_boundaries(template, msgs, text, marked, eot, variables) -> dict[int, tuple[int, int]]:
-    """Method 1: locate each message's content through a marker rendering."""
+def _locate_messages(template, msgs, text, variables) -> dict[int, tuple[int, int, str]]:
+    """Where each rendered message's content is in ``text``: ``i -> (start, end, text up to the next content)``,
+    found through a rendering with a marker in place of every content."""
     for i, m in enumerate(msgs):
         if _RESERVED.search(m["content"]):
-            raise TemplateError(f"{_label(i, msgs)}: the content holds a reserved character (U+E000..U+E003)",
+            raise TemplateError(f"{_label(i, msgs)}: the content holds a reserved character (U+E000..U+E005)",
                                 hint="remove these private-use characters from the data")
     probe = render(template, [{**m, "content": _MARK.format(i)} for i, m in enumerate(msgs)], **variables)
     parts = _MARK_RE.split(probe)
@@ -372,6 +382,11 @@ def _spans_from_boundaries(template, msgs, text, marked, eot, variables) -> dict
                                 hint="use a template that renders message['content'] as is or trimmed")
         found.setdefault(i, (cursor, end, after))
         cursor = end + len(after)
+    return found
+
+
+def _spans_from_boundaries(template, msgs, text, found, marked, eot) -> dict[int, tuple[int, int]]:
+    """Method 1: from each marked message's content through the end-of-turn string after it."""
     spans = {}
     for i in marked:
         if i not in found:
@@ -380,7 +395,7 @@ def _spans_from_boundaries(template, msgs, text, marked, eot, variables) -> dict
         start, end, after = found[i]
         if eot not in after:
             raise _no_end_of_turn(i, msgs, eot)
-        spans[i] = (_skip_space(text, start, end), end + after.index(eot) + len(eot))
+        spans[i] = (start, end + after.index(eot) + len(eot))
     return spans
 
 
@@ -408,15 +423,74 @@ def _spans_from_prefixes(template, msgs, text, marked, eot, variables):
             if not upto.startswith(head):
                 raise TemplateError(f"{_label(i, msgs)}: the generation prompt of the chat template does not "
                                     "start the rendered answer", hint="fix the template's add_generation_prompt branch")
-            start = len(head)
+            start = len(head) + _space_before(rendered([*msgs[:i], {**m, "content": _DUMMY[0]}]), len(head))
         else:
             a, b = (rendered([*msgs[:i], {**m, "content": d}]) for d in _DUMMY)
             start = len(os.path.commonprefix([a, b]))
         stop = upto.rfind(eot)
         if stop < start:
             raise _no_end_of_turn(i, msgs, eot)
-        spans[i] = (_skip_space(text, start, stop), stop + len(eot))
+        spans[i] = (start, stop + len(eot))
     return spans, bounds
+
+
+def _space_before(probe: str, at: int) -> int:
+    """How much whitespace the template itself renders from ``at`` to the content (``_DUMMY[0]``) in ``probe``."""
+    k = probe.find(_DUMMY[0], at)
+    return k - at if k > at and probe[at:k].isspace() else 0
+
+
+def _check_generation_blocks(template, msgs, text, found, eot, variables) -> None:
+    """Method 3: apart from whitespace, the ``{% generation %}`` blocks hold exactly the content and end of
+    turn of every assistant message."""
+    tracked, blocks = render_generation(template, msgs, **variables)
+    if tracked != text:
+        raise TemplateError(f"chat template '{template.name}': its {{% generation %}} blocks do not render in place",
+                            hint="put {% generation %} ... {% endgeneration %} around the output of assistant messages, "
+                                 "outside macros and set blocks")
+    answers = [_answer_span(found[i], eot) for i, m in enumerate(msgs) if m["role"] == "assistant" and i in found]
+    expected, marked = _char_mask(len(text), answers), _char_mask(len(text), blocks)
+    differ = (expected != marked) & ~np.fromiter(map(str.isspace, text), dtype=bool, count=len(text))
+    if differ.any():
+        k = int(np.argmax(differ))
+        raise _blocks_disagree(text, k, differ, bool(expected[k]), answers if expected[k] else blocks, found, msgs)
+
+
+def _blocks_disagree(text, k, differ, supervised, spans, found, msgs) -> TemplateError:
+    """The error for the first character ``k`` where the generation blocks and oa's answer spans differ."""
+    stop = k
+    while stop < len(text) and differ[stop]:
+        stop += 1
+    span = next(s for s in spans if s[0] <= k < s[1])
+    where = f"{_label(_owner(found, k, span), msgs)}: " if found else ""
+    shown = repr(text[k:stop][:40])
+    what = (f"leave out {shown}, which oa supervises as part of the answer" if supervised
+            else f"hold {shown}, which oa does not supervise")
+    return TemplateError(f"{where}the template's {{% generation %}} blocks {what} (character {k})",
+                         hint="the markers and oa's loss mask disagree: a block should hold an assistant answer and its "
+                              "end of turn (set data.end_of_turn if oa's is wrong)")
+
+
+def _owner(found: dict[int, tuple[int, int, str]], k: int, span: tuple[int, int]) -> int:
+    """The message whose content starts inside ``span`` (which holds character ``k``), else the last one
+    starting before ``k``."""
+    inside = [i for i, (start, _, _) in found.items() if span[0] <= start < span[1]]
+    if inside:
+        return inside[0]
+    before = [i for i, (start, _, _) in found.items() if start <= k]
+    return max(before, key=lambda i: found[i][0]) if before else min(found)
+
+
+def _answer_span(located: tuple[int, int, str], eot: str) -> tuple[int, int]:
+    start, end, after = located
+    return (start, end + after.index(eot) + len(eot)) if eot in after else (start, end)
+
+
+def _char_mask(length: int, spans) -> np.ndarray:
+    mask = np.zeros(length, dtype=bool)
+    for s, e in spans:
+        mask[s:e] = True
+    return mask
 
 
 _PREAMBLES: dict[tuple, str] = {}

@@ -10,6 +10,7 @@ import yaml
 
 from oa_core.config.safe_yaml import load_json, load_yaml
 from oa_core.errors import ConfigError
+from oa_core.io import UTF8_HINT, utf8_problem
 
 OVERRIDE = "--set"
 DEFAULT = "default"
@@ -18,7 +19,7 @@ DEFAULT = "default"
 def read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError([f"{path}: config file not found"], hint="check the path")
-    text = path.read_text(encoding="utf-8")
+    text = _utf8_text(path)
     try:
         data = load_json(text, str(path)) if path.suffix == ".json" else load_yaml(text, str(path))
     except json.JSONDecodeError as e:
@@ -32,6 +33,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of keys, not {type(data).__name__}"])
     return data
+
+
+def _utf8_text(path: Path) -> str:
+    raw = path.read_bytes()
+    problem = utf8_problem(raw)
+    if problem is not None:
+        offset, what = problem
+        line = raw.count(b"\n", 0, offset) + 1
+        raise ConfigError([f"{path}:{line}: {what}"], hint=UTF8_HINT)
+    return raw.decode("utf-8")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

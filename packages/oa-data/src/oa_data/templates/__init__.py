@@ -4,7 +4,16 @@ Importing this package is cheap: jinja2 is imported when a template is first com
 """
 
 from oa_core.extensions import ChatTemplate
-from oa_data.templates.base import TemplateError, render, standalone_jinja, turbo_template
+from oa_data.templates.base import (
+    TemplateError,
+    has_generation_markers,
+    render,
+    render_generation,
+    role_tag_problems,
+    role_tags,
+    standalone_jinja,
+    turbo_template,
+)
 from oa_data.templates.builtin import BUILTIN_TEMPLATES
 from oa_data.templates.resolve import (
     infer_end_of_turn,
@@ -17,9 +26,13 @@ __all__ = [
     "BUILTIN_TEMPLATES",
     "ChatTemplate",
     "TemplateError",
+    "has_generation_markers",
     "infer_end_of_turn",
     "register_templates",
     "render",
+    "render_generation",
+    "role_tag_problems",
+    "role_tags",
     "resolve_template",
     "standalone_jinja",
     "template_variables",
