@@ -50,7 +50,7 @@ def test_data_commands_exit_2_when_they_find_problems_and_0_when_not(data_config
     bad = data_config(BAD)
     assert main(["data", "validate", bad]) == 2
     out = capsys.readouterr()
-    assert "1 problem(s)" in out.out and "record" in out.err
+    assert "1 problem(s)" in out.out and "chat.jsonl:2: field 'messages.0.role'" in out.err
 
 
 def test_config_commands(data_config, tmp_path, capsys):

@@ -365,6 +365,9 @@ class Loop:
                                  best_checkpoint=str(best) if best else None, ranks_in_sync=in_sync)
             write_manifest(self.out, self.manifest)
         acc.end_training()
+        if torch.distributed.is_initialized():  # a clean end for gloo/NCCL threads instead of an abort at exit
+            acc.wait_for_everyone()
+            torch.distributed.destroy_process_group()
         return {"step": self.state.step, "skipped_steps": self.state.skipped_steps, **self.state.metrics}
 
 
