@@ -92,10 +92,33 @@ def test_whole_dataset_without_supervision_fails(tmp_path, tokenizer):
 
 def test_truncation_counts_reported(tmp_path, tokenizer):
     rows = [conversation(i, "word " * 80) for i in range(3)] + [conversation(9)]
-    cfg = load_config(write_config(tmp_path, rows, truncation="drop")).config
+    cfg = load_config(write_config(tmp_path, rows, truncation="drop", max_drop_fraction=1.0)).config
     split = prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), use_cache=False, progress=False)
     (report,) = split.report.truncation.values()
     assert (report.dropped_too_long, report.kept) == (3, 1) and len(split.dataset) == 1
+    (summary,) = split.report.datasets
+    assert (summary.key, summary.rows, summary.taken, summary.kept, summary.dropped_too_long, summary.samples) == (
+        "datasets.0", 4, 4, 1, 3, 1)
+    assert summary.supervised == sum(sum(t != -100 for t in labels[1:]) + (labels[0] != -100)
+                                     for labels in split.dataset["labels"])
+
+
+def test_a_dataset_that_loses_too_many_records_stops_naming_it_and_the_knob(tmp_path, tokenizer):
+    from oa_core.errors import OAError
+
+    rows = [conversation(i, "word " * 80) for i in range(3)] + [conversation(i) for i in range(17)]
+    path = write_config(tmp_path, rows, truncation="drop")  # 3 of 20 dropped: 15% > the default 5%
+    cfg = load_config(path).config
+    with pytest.raises(OAError) as e:
+        prepare_split(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(tokenizer)), progress=False)
+    assert str(e.value).startswith(f"datasets.0: 3 of 20 records of {tmp_path / 'chat.jsonl'} were lost (3 too long), "
+                                   "15% > data.max_drop_fraction 0.05")
+    assert "data.max_length" in e.value.hint
+    allowed = load_config(path, ["data.max_drop_fraction=0.2"]).config  # the cached split, checked again
+    split = prepare_split(allowed, prepare_run_tokenizer(allowed, copy.deepcopy(tokenizer)), progress=False)
+    assert len(split.dataset) == 17 and split.report.datasets[0].dropped_too_long == 3
+    again = prepare_split(allowed, prepare_run_tokenizer(allowed, copy.deepcopy(tokenizer)), progress=False)
+    assert again.from_cache and again.report.datasets == split.report.datasets
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from oa_core.errors import OAError, RecordError
 from oa_data.loading import LoadedSource, data_files, load_records
 from oa_data.mixing import MixReport, mix
 from oa_data.settings import DataSettings, default_truncation, truncation_problem
+from oa_data.summary import DatasetSummary, check_losses
 from oa_data.tokenize import Encoded, SupervisionReport, encode_record, encode_records, reencoder
 from oa_data.tokenizer import RunTokenizer
 from oa_data.truncation import TruncationReport, fit, is_text
@@ -37,6 +38,8 @@ class SplitReport:
     rows: int = 0
     tokens: int = 0
     packing_efficiency: float | None = None
+    produced: dict[str, list[int]] = field(default_factory=dict)  # source -> [samples, tokens, supervised tokens]
+    datasets: list[DatasetSummary] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"[{self.split}] mix (seed {self.mix.seed}, epoch {self.mix.epoch}):", *("  " + x for x in self.mix.lines())]
@@ -149,7 +152,11 @@ def encode_split(records: list[Any], sources: list[tuple[DatasetSpec, LoadedSour
     pose_rng = random.Random(f"{seed}:{report.split}:pose")
     out: list[Encoded | dict] = []
     for fitted in fitted_records(records, sources, tokenizer, template, settings, report, seed, progress, chunk):
+        counts = report.produced.setdefault(fitted.source, [0, 0, 0])
         for enc in fitted.samples:
+            counts[0] += 1
+            counts[1] += len(enc)
+            counts[2] += enc.num_supervised
             if settings.pose is not None:
                 p = settings.pose
                 positions = pose_position_ids(enc.input_ids, p.max_context_len, p.split_on_token_ids, p.num_chunks, pose_rng)
@@ -223,7 +230,7 @@ def cache_key(cfg: RunConfig, specs: list[DatasetSpec], tokenizer: Any, template
         "split": split,
         "seed": cfg.seed,
         "epoch": epoch if settings.per_epoch_resample else 0,
-        "data": settings.model_dump(mode="json", exclude={"cache_dir", "num_proc"}),
+        "data": settings.model_dump(mode="json", exclude={"cache_dir", "num_proc", "max_drop_fraction"}),
         "datasets": [s.model_dump(mode="json") for s in specs],
         "vocab": len(tokenizer),
         "special": sorted(map(str, tokenizer.all_special_tokens)),
@@ -257,40 +264,67 @@ def prepare_split(cfg: RunConfig, run_tokenizer: RunTokenizer, split: str = "tra
         if not examples:
             raise OAError(f"{split} data: every sample was dropped", hint="; ".join(t.summary(n) for n, t in report.truncation.items()))
         rows = to_rows(examples, settings, report)
+        report.datasets = summarize(specs, report)
         ds = datasets.Dataset.from_list(rows)
-        ds.info.description = json.dumps({meta_name: report.lines()})
+        ds.info.description = json.dumps({meta_name: report.lines(), "datasets": [d.to_dict() for d in report.datasets]})
         built.append(report)
         return ds
 
     if key is None:
-        return PreparedSplit(build(), built[0])
-    from oa_data.cache import cached
+        prepared = PreparedSplit(build(), built[0])
+    else:
+        from oa_data.cache import cached
 
-    ds = cached(key, build, settings.cache_dir)
-    if built:
-        return PreparedSplit(ds, built[0], key)
-    # cache hit: keep the lines of the report that built it
-    report = CachedReport(split, json.loads(ds.info.description or "{}").get(meta_name, []))
-    return PreparedSplit(ds, report, key, from_cache=True)
+        ds = cached(key, build, settings.cache_dir)
+        if built:
+            prepared = PreparedSplit(ds, built[0], key)
+        else:  # a cache hit: the report of the build that made it
+            saved = json.loads(ds.info.description or "{}")
+            report = CachedReport(split, saved.get(meta_name, []), [DatasetSummary(**d) for d in saved.get("datasets", [])])
+            prepared = PreparedSplit(ds, report, key, from_cache=True)
+    check_losses(prepared.report.datasets, settings.max_drop_fraction)
+    return prepared
+
+
+def summarize(specs: list[DatasetSpec], report: SplitReport) -> list[DatasetSummary]:
+    """One :class:`DatasetSummary` per dataset entry of the split (in config order)."""
+    key = "datasets" if report.split == "train" else "eval_datasets"
+    out = []
+    for i, (spec, mixed) in enumerate(zip(specs, report.mix.sources, strict=True)):
+        cut = report.truncation.get(mixed.source, TruncationReport())
+        samples, tokens, supervised = report.produced.get(mixed.source, [0, 0, 0])
+        out.append(DatasetSummary(
+            f"{key}.{i}", mixed.source, spec.format, rows=mixed.rows, invalid=mixed.dropped_invalid,
+            records=mixed.available, taken=mixed.taken, kept=cut.kept, truncated=cut.truncated, chunked=cut.chunked,
+            dropped_too_long=cut.dropped_too_long, dropped_too_short=cut.dropped_too_short,
+            dropped_unsupervised=cut.dropped_unsupervised, samples=samples, tokens=tokens, supervised=supervised))
+    return out
 
 
 @dataclass
 class CachedReport:
-    """The report of a split loaded from the cache (its lines, as written when it was built)."""
+    """The report of a split loaded from the cache (its lines and dataset summaries, as written when built)."""
 
     split: str
     saved_lines: list[str]
+    datasets: list[DatasetSummary] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         return [*self.saved_lines, "  (loaded from the tokenized cache)"]
 
 
-def build_sft_datasets(cfg: RunConfig, run_tokenizer: RunTokenizer, *, epoch: int = 0, progress: bool | None = None):
-    """``(train, eval)`` datasets of ``input_ids``/``labels`` (+ ``position_ids``) for SFT and pretraining."""
+def prepare_splits(cfg: RunConfig, run_tokenizer: RunTokenizer, *, epoch: int = 0,
+                   progress: bool | None = None) -> tuple[PreparedSplit, PreparedSplit | None]:
+    """The train and eval splits (eval None without ``eval_datasets``) with their reports."""
     train = prepare_split(cfg, run_tokenizer, "train", epoch=epoch, progress=progress)
     if train is None:
         raise OAError("no training data: the config has no `datasets`", hint="add at least one entry under datasets:")
-    evaluation = prepare_split(cfg, run_tokenizer, "eval", epoch=epoch, progress=progress)
+    return train, prepare_split(cfg, run_tokenizer, "eval", epoch=epoch, progress=progress)
+
+
+def build_sft_datasets(cfg: RunConfig, run_tokenizer: RunTokenizer, *, epoch: int = 0, progress: bool | None = None):
+    """``(train, eval)`` datasets of ``input_ids``/``labels`` (+ ``position_ids``) for SFT and pretraining."""
+    train, evaluation = prepare_splits(cfg, run_tokenizer, epoch=epoch, progress=progress)
     return train.dataset, (evaluation.dataset if evaluation else None)
 
 

@@ -49,6 +49,9 @@ class DataSettings(_Strict):
     # lengths and truncation (datasets can override truncation/min_length/max_length)
     max_length: int = Field(2048, ge=8)
     min_length: int = Field(1, ge=1)
+    max_drop_fraction: float = Field(
+        0.05, ge=0, le=1, description="stop the run when a dataset loses more than this fraction of its records to "
+        "unreadable rows or to length rules (sampling is not a loss); every loss is counted in the data summary")
     truncation: TruncationRule | None = Field(
         None, description="what to do with samples over max_length (datasets can override it): keep_end (drop the "
         "earliest whole turns), keep_start (keep the first whole messages, ending on an answer), drop, random_cut "

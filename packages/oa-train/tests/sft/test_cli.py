@@ -143,21 +143,21 @@ def test_per_epoch_resample_draws_a_new_mix_every_epoch(tmp_path, monkeypatch, t
         "train": {"num_epochs": 3, "per_device_batch_size": 8, "logging_steps": 1},
     }))
     drawn = {}
-    real = pipeline.build_sft_datasets
+    real = pipeline.prepare_splits
 
     def recording(c, run_tokenizer, epoch=0, **kw):
         train, evaluation = real(c, run_tokenizer, epoch=epoch, **kw)
-        drawn[epoch] = sorted(tuple(r["input_ids"]) for r in train)
+        drawn[epoch] = sorted(tuple(r["input_ids"]) for r in train.dataset)
         return train, evaluation
 
-    monkeypatch.setattr(pipeline, "build_sft_datasets", recording)
+    monkeypatch.setattr(pipeline, "prepare_splits", recording)
     final = run_sft(cfg)
     assert final["step"] == 3 and sorted(drawn) == [0, 1, 2]
     assert all(len(rows) == 8 for rows in drawn.values())
     assert len({tuple(rows) for rows in drawn.values()}) == 3  # three different draws
     from oa_data.tokenizer import prepare_run_tokenizer
 
-    again = real(cfg.config, prepare_run_tokenizer(cfg.config), epoch=1)[0]
+    again = real(cfg.config, prepare_run_tokenizer(cfg.config), epoch=1)[0].dataset
     assert sorted(tuple(r["input_ids"]) for r in again) == drawn[1]  # reproducible
 
 

@@ -38,7 +38,7 @@ def test_run_writes_eval_metrics_logs_plot_and_keeps_best(make_config, qa_data):
     assert effective["config"]["train"]["weight_decay"] == 0.1 and effective["sources"]["train.weight_decay"] == "--set"
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["ranks_in_sync"] is True
-    assert manifest["data"]["train_examples"] == 16 and manifest["schedule"]["total_steps"] == 4
+    assert manifest["data"]["train_rows"] == 16 and manifest["schedule"]["total_steps"] == 4
 
     # save_total_limit=1: the best checkpoint by eval_loss, plus the latest one for resume
     best_step = min(evals, key=lambda r: r["eval_loss"])["step"]

@@ -48,7 +48,7 @@ def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp
 
     manifest = json.loads((tmp_path / "two" / "run_manifest.json").read_text())
     assert manifest["num_processes"] == 2 and manifest["distributed_type"] == "MULTI_CPU"
-    assert manifest["ranks_in_sync"] is True and manifest["data"]["train_examples"] == 8
+    assert manifest["ranks_in_sync"] is True and manifest["data"]["train_rows"] == 8
     w2, w1 = weights(tmp_path / "two" / "model"), weights(tmp_path / "one" / "model")
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], rtol=1e-5, atol=1e-7)

@@ -51,9 +51,20 @@ class SFTObjective(Objective):
         return None
 
     def _pipeline(self, epoch: int):
-        from oa_data.pipeline import build_sft_datasets
+        """The oa-data splits; the first time, their summary is printed and kept for the manifest."""
+        from oa_data.pipeline import prepare_splits
+        from oa_data.summary import table
 
-        return build_sft_datasets(self.run.config, self.run.tokenizer, epoch=epoch)
+        train, evaluation = prepare_splits(self.run.config, self.run.tokenizer, epoch=epoch)
+        splits = {"train": train, "eval": evaluation} if evaluation else {"train": train}
+        if epoch == 0:
+            self.data_report = {f"{name}_samples": sum(d.samples for d in split.report.datasets)
+                                for name, split in splits.items()}
+            self.data_report["datasets"] = {name: [d.to_dict() for d in split.report.datasets]
+                                            for name, split in splits.items()}
+            if self.run.accelerator.is_main_process:
+                print("\n".join(line for name, split in splits.items() for line in table(name, split.report.datasets)))
+        return train.dataset, (evaluation.dataset if evaluation else None)
 
     def num_units(self, batch: dict[str, torch.Tensor]) -> int:
         return num_targets(batch)

@@ -223,7 +223,7 @@ class Loop:
             "resumed_from": str(resume) if resume else None, "num_processes": acc.num_processes,
             "distributed_type": acc.distributed_type.value, "device": str(acc.device),
             "mixed_precision": tc.mixed_precision, "versions": versions(), "model": self.model_manifest,
-            "data": {"train_examples": len(self.train_data), "eval_examples": len(self.eval_data)},
+            "data": {"train_rows": len(self.train_data), "eval_rows": len(self.eval_data), **self.objective.data_report},
             "schedule": {"total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
                          "warmup_steps": s.warmup_steps,
                          "examples_per_step": tc.per_device_batch_size * tc.gradient_accumulation_steps * acc.num_processes},

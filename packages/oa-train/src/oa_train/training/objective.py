@@ -73,6 +73,7 @@ class Objective:
     loss per unit."""
 
     unit: str = "examples"  # what the loss is normalised by; logged under this name per step
+    data_report: dict = {}  # set by prepare_data to describe the data (written to the run manifest's "data")
 
     def check(self, config) -> None:
         """Raise an ``OAError`` if this objective cannot train ``config`` (the validated run config); called
