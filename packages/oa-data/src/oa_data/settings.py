@@ -17,9 +17,13 @@ class _Strict(BaseModel):
 class PoseSettings(_Strict):
     """PoSE position ids: random skips, only before the chosen split tokens (Axolotl's rule)."""
 
-    max_context_len: int = Field(ge=8, description="the context length the positions should span")
-    split_on_token_ids: list[int] = Field(default_factory=list, description="skips only before these tokens")
-    num_chunks: int = Field(2, ge=2)
+    max_context_len: int = Field(
+        ge=8, description="the context length the positions span (tokens); a longer sample is an error")
+    split_on_token_ids: list[int] = Field(
+        default_factory=list, description="token ids: skips only right before these (empty: between num_chunks chunks)")
+    num_chunks: int = Field(
+        2, ge=2, description="without split_on_token_ids: the sample is cut into this many equal chunks, with a "
+        "random skip before each but the first")
 
 
 class DataSettings(_Strict):
@@ -47,8 +51,12 @@ class DataSettings(_Strict):
     )
 
     # lengths and truncation (datasets can override truncation/min_length/max_length)
-    max_length: int = Field(2048, ge=8)
-    min_length: int = Field(1, ge=1)
+    max_length: int = Field(
+        2048, ge=8, description="longest sample (tokens), longer ones are truncated by the truncation rule; with "
+        "packing also the length of a packed row. Datasets can set their own")
+    min_length: int = Field(
+        1, ge=1, description="samples (and chunks) shorter than this (tokens) after truncation are dropped. "
+        "Datasets can set their own")
     max_drop_fraction: float = Field(
         0.05, ge=0, le=1, description="stop the run when a dataset loses more than this fraction of its records to "
         "unreadable rows or to length rules (sampling is not a loss); every loss is counted in the data summary")
@@ -59,13 +67,18 @@ class DataSettings(_Strict):
         "(split plain text into max_length pieces); default: keep_end for conversations, chunk for plain text")
 
     # packing and positions
-    packing: bool = False
-    pose: PoseSettings | None = None
+    packing: bool = Field(
+        False, description="pack samples best-fit-decreasing into rows of max_length tokens, position ids restarting "
+        "per sample so attention never crosses samples")
+    pose: PoseSettings | None = Field(
+        None, description="PoSE position ids, to train a longer context on short samples (null: off)")
 
     # mixing and cache
     per_epoch_resample: bool = Field(False, description="OA-style: redraw sample_rate fractions every epoch")
-    cache_dir: str = ".oa-cache"
-    num_proc: int = Field(1, ge=1)
+    cache_dir: str = Field(".oa-cache", description="folder of the tokenized-data cache (relative: to the working "
+                           "directory)")
+    num_proc: int = Field(
+        1, ge=1, description="worker processes that parse and validate the rows of a source of over 1000 rows")
 
     @model_validator(mode="after")
     def _one_mask_policy(self) -> DataSettings:

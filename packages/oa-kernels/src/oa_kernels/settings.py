@@ -15,10 +15,14 @@ class KernelsSettings(BaseModel):
     """Per-kernel switches and the startup self-test of the ``kernels.*`` model patches."""
 
     model_config = ConfigDict(extra="forbid")
-    gelu: bool = Field(True, description="GELU / bias+GELU activations (kernels.gelu)")
-    geglu: bool = Field(True, description="GeGLU MLPs gelu(gate)*up (kernels.geglu)")
-    rope: bool = Field(True, description="rotary embeddings of q and k (kernels.rope)")
-    fused_linear_ce: bool = Field(True, description="LM head + cross-entropy without full logits (kernels.fused_linear_ce)")
+    gelu: bool = Field(True, description="GELU / bias+GELU activations (kernels.gelu); false: left as they are, "
+                       "also by kernels.all")
+    geglu: bool = Field(True, description="GeGLU MLPs gelu(gate)*up (kernels.geglu); false: left as they are, "
+                        "also by kernels.all")
+    rope: bool = Field(True, description="rotary embeddings of q and k (kernels.rope); false: left as they are, "
+                       "also by kernels.all")
+    fused_linear_ce: bool = Field(True, description="LM head + cross-entropy without full logits "
+                                  "(kernels.fused_linear_ce); false: left as they are, also by kernels.all")
     linear_ce_vocab_parts: int | None = Field(
         None, ge=1, description="fused linear CE: force N vocabulary parts (default: the cheaper plan within "
         "Liger's logits memory)",

@@ -35,10 +35,14 @@ class ModelSettings(_Strict):
     """Which model to load and how."""
 
     path: str = Field(description="local folder or hub id")
-    type: Literal["causal", "seq_cls"] = Field("causal", description="causal LM, or sequence classifier (seq_cls)")
+    type: Literal["causal", "seq_cls"] = Field(
+        "causal", description="causal: a causal LM (AutoModelForCausalLM); seq_cls: a sequence classifier "
+        "(AutoModelForSequenceClassification)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weight dtype to load in (auto: as saved)")
-    attn_implementation: str | None = Field(None, description="eager, sdpa, flash_attention_2, flex_attention")
+    attn_implementation: str | None = Field(
+        None, description="attention implementation for transformers: eager, sdpa, flash_attention_2, flex_attention; "
+        "default: transformers' choice")
     trust_remote_code: bool = Field(False, description="run the model folder's own Python code (only for trusted sources)")
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="more keyword arguments for from_pretrained")
@@ -90,8 +94,9 @@ class RunConfig(_Strict):
     method: Annotated[str, RegistryRef("method")] = Field(description="a registered training method (sft, ...)")
     output_dir: str = Field("runs/default", description="where checkpoints, logs and the final model go")
     seed: int = Field(42, description="seeds data order, initialisation and sampling")
-    model: ModelSettings | None = None
-    tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
+    model: ModelSettings | None = Field(None, description="the model to train (oa train needs it)")
+    tokenizer: TokenizerSettings = Field(
+        default_factory=TokenizerSettings, description="which tokenizer to load (default: the model's)")
     datasets: list[DatasetSpec] = Field(default_factory=list, description="training data sources (mixed)")
     eval_datasets: list[DatasetSpec] = Field(default_factory=list, description="held-out data sources")
     train: dict[str, Any] = Field(default_factory=dict, description="options of the method")

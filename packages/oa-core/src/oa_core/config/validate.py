@@ -5,6 +5,7 @@ plugin name a config uses, and the plugins' cross-section rules — all problems
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import math
 import types
@@ -38,16 +39,23 @@ def config_model(registry: Registry, method: str | None = None) -> type[RunConfi
     """The run-config model with plugin sections and the ``train`` model of ``method`` (or of all)."""
     fields: dict[str, Any] = {}
     for entry in registry.entries("config_section"):
-        fields[entry.name] = (entry.obj | None, None)
+        fields[entry.name] = (entry.obj | None, Field(None, description=section_description(entry)))
     if method is not None:
         train_model = registry.get("method", method).config
-        fields["train"] = (train_model, Field(default_factory=train_model))
+        fields["train"] = (train_model, Field(default_factory=train_model, description=f"options of method '{method}'"))
     else:
         methods = [e.obj.config for e in registry.entries("method")]
         if methods:
             union = methods[0] if len(methods) == 1 else Union[tuple(methods)]  # noqa: UP007
             fields["train"] = (union, Field(default=None, description="options of the chosen method"))
     return create_model("RunConfig", __base__=RunConfig, **fields)
+
+
+def section_description(entry: Any) -> str:
+    """A plugin section's description: the first paragraph of its model's docstring, else who registers it."""
+    doc = inspect.cleandoc(entry.obj.__doc__ or "").split("\n\n")[0]
+    return " ".join(doc.replace("``", "`").split()) or (
+        f"options of plugin '{entry.provider.plugin}' ({entry.provider.distribution})")
 
 
 def json_schema(registry: Registry | None = None) -> dict[str, Any]:

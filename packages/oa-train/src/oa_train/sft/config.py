@@ -20,4 +20,5 @@ class GenerationEval(BaseModel):
 class SFTConfig(LoopConfig):
     """Options of supervised fine-tuning and continued pretraining."""
 
-    generation: GenerationEval = Field(default_factory=GenerationEval)
+    generation: GenerationEval = Field(
+        default_factory=GenerationEval, description="greedy generation for held-out examples at each evaluation")
