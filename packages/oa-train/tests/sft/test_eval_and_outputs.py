@@ -80,3 +80,17 @@ def test_hand_made_examples_breaking_the_contract_are_named(make_config):
     bad = [{"input_ids": [1, 2, 3], "labels": [1, 2]}]
     with pytest.raises(OAError, match="train example 0: labels has 2 tokens, input_ids 3"):
         run_sft(make_config("bad", max_steps=1), prepare_data=lambda c, t: (bad, []))
+
+
+def test_a_run_ends_with_a_summary_and_a_tidy_terminal(make_config, qa_data, capsys):
+    from pathlib import Path
+
+    cfg = make_config("summary", max_steps=2, per_device_batch_size=4, save_steps=2, eval_steps=2)
+    run_sft(cfg, prepare_data=lambda c, t: qa_data)
+    out = capsys.readouterr()
+    run = Path(cfg.config.output_dir)
+    summary = out.out[out.out.index("done: 2 steps in"):].splitlines()
+    assert summary[1] == f"  model: {run / 'model'}" and summary[2].startswith("  final eval: loss ")
+    assert summary[3] == f"  best checkpoint by eval_loss: {run / 'checkpoints' / 'checkpoint-2'}"
+    assert "Loading weights" not in out.err and "Writing model shards" not in out.err  # library progress bars
+    assert (run / "logs" / "libraries.log").exists()

@@ -30,6 +30,7 @@ from oa_core.errors import OAError
 from oa_train.training.batching import micro_batches
 from oa_train.training.checkpoint import Checkpoints, read_state
 from oa_train.training.config import LoopConfig
+from oa_train.training.console import LibraryLog, format_record, summary
 from oa_train.training.logprobs import LabelLogProbs
 from oa_train.training.objective import Objective, Run
 from oa_train.training.optim import build_optimizer, build_scheduler
@@ -44,7 +45,7 @@ from oa_train.training.runtime import (
     write_manifest,
 )
 from oa_train.training.state import load_training_state, save_training_state
-from oa_train.training.tracking import RunLog, format_record, trackers
+from oa_train.training.tracking import RunLog, trackers
 
 Callback = Callable[[int, dict], None]  # (step, logged record) after every optimizer step and its checkpoint
 
@@ -92,7 +93,7 @@ class Loop:
     def run(self) -> dict:
         check_output_dir(self.cfg)  # before anything is created there
         try:
-            with self._lock():
+            with self._lock(), LibraryLog() as self.library_log:
                 self.setup()
                 try:
                     self.train()
@@ -134,6 +135,7 @@ class Loop:
         self.manifest = self._manifest(resume)
         if self.main:
             mark_run_folder(self.out)
+            self.library_log.to_file(self.out / "logs" / "libraries.log")
             write_effective_config(self.loaded, self.out)
             write_manifest(self.out, self.manifest)
 
@@ -235,7 +237,7 @@ class Loop:
         self.bar = tqdm(total=self.schedule.total_steps, initial=self.state.step, desc=self.cfg.method,
                         disable=not self.main, dynamic_ncols=True)
         self.window: dict[str, list[float]] = {}  # metric -> [sum, count] since the last log
-        self.skipped_in_a_row = 0
+        self.skipped_in_a_row, self.tokens_seen, self.started = 0, 0, time.perf_counter()
         self.model.train()
         try:
             for step in range(self.state.step, self.schedule.total_steps):
@@ -273,8 +275,10 @@ class Loop:
         """Forward and backward of every micro-batch, clipping, the NaN policy and the update. Each micro-batch
         loss is scaled by 1/(the step's units on all processes); gradients sync on the last one."""
         acc, model = self.accelerator, self.model
-        units = torch.tensor([sum(self.objective.num_units(b) for b in batches)], device=acc.device)
-        units = int(acc.reduce(units, reduction="sum").item())
+        counts = torch.tensor([sum(self.objective.num_units(b) for b in batches), sum(_tokens(b) for b in batches)],
+                              device=acc.device)
+        units, tokens = acc.reduce(counts, reduction="sum").tolist()
+        self.tokens_seen += tokens
         scale = acc.gradient_accumulation_steps * acc.num_processes / max(units, 1)  # undoes accelerate's 1/k, DDP's mean
         names, tallies = None, 0  # tallies: [loss sum, then (sum, count) of each metric], float64 on the device
         for i, batch in enumerate(batches):
@@ -360,15 +364,26 @@ class Loop:
             if in_sync is False:
                 tqdm.write("warning: the ranks ended with different weights (see run_manifest.json: ranks_in_sync)")
             self.log.plot()
+            seconds = time.perf_counter() - self.started
             self.manifest.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  final=self.state.metrics, steps=self.state.step, skipped_steps=self.state.skipped_steps,
-                                 best_checkpoint=str(best) if best else None, ranks_in_sync=in_sync)
+                                 best_checkpoint=str(best) if best else None, ranks_in_sync=in_sync,
+                                 train_seconds=round(seconds, 3), tokens_seen=self.tokens_seen)
             write_manifest(self.out, self.manifest)
+            print("\n".join(summary(out=self.out, steps=self.state.step, seconds=seconds, tokens=self.tokens_seen,
+                                     metrics=self.state.metrics, best=best, metric=self.tc.metric_for_best,
+                                     library_log=self.library_log)))
         acc.end_training()
         if torch.distributed.is_initialized():  # a clean end for gloo/NCCL threads instead of an abort at exit
             acc.wait_for_everyone()
             torch.distributed.destroy_process_group()
         return {"step": self.state.step, "skipped_steps": self.state.skipped_steps, **self.state.metrics}
+
+
+def _tokens(batch: dict[str, torch.Tensor]) -> int:
+    """The tokens of a micro-batch that are not padding."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None and mask.dim() == 2 else batch["input_ids"].numel()
 
 
 def _as_tensor(value, device) -> torch.Tensor:

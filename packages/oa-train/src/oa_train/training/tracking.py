@@ -81,11 +81,3 @@ class RunLog:
             plt.close(fig)
             Path(tmp).unlink(missing_ok=True)
         return path
-
-
-def format_record(record: dict, total_steps: int) -> str:
-    parts = [f"step {record['step']}/{total_steps}"]
-    for k, v in record.items():
-        if k != "step":
-            parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-    return "  ".join(parts)
