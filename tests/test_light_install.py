@@ -1,6 +1,7 @@
 """A user can install only the light packages from the repository: oa-core (and oa-oasst with the `oa` command)
-without torch; every oa-* dependency comes from the repository, none from PyPI."""
+without torch; every oa-* dependency comes from the repository, none from PyPI. `oa env` works there."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +31,14 @@ def test_light_packages_install_without_torch(tmp_path, packages):
     if "oa-oasst" in packages:  # the partial install has a working `oa` with the oasst commands
         out = subprocess.run([str(venv / "bin" / "oa"), "data", "oasst", "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "export" in out.stdout, out.stderr
+        out = subprocess.run([str(venv / "bin" / "oa"), "env", "--json"], capture_output=True, text=True)
+        assert out.returncode == 0 and not out.stderr, out.stderr
+        info = json.loads(out.stdout)
+        assert set(info["packages"]) == {"oa-core", "oa-command", "oa-oasst"}
+        assert {p["distribution"] for p in info["plugins"]} == {"oa-core", "oa-oasst"}
+        assert info["libraries"]["torch"] is None and info["gpu"] is None and info["broken"] == []
+        out = subprocess.run([str(venv / "bin" / "oa"), "env"], capture_output=True, text=True)
+        assert out.returncode == 0 and f"\n  {'torch':<20} not installed\n" in out.stdout, out.stderr
     code = (
         "import time; t = time.perf_counter(); import oa_core; dt = time.perf_counter() - t; "
         f"import {', '.join(modules)}; from oa_core.plugins import PluginManager; "

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import types
@@ -137,3 +138,80 @@ def test_installed_oa_script(tmp_path):
     bad.write_text("method: [\n")
     res = subprocess.run([str(oa), "config", "validate", str(bad)], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "invalid YAML" in res.stderr
+
+
+@pytest.fixture
+def typo_plugin():
+    """A plugin added to this process whose `register_reward_function` misspells `register_reward_functions`."""
+    typo = types.SimpleNamespace(
+        register_reward_function=hookimpl(lambda register: None),
+        register_dataset_formats=hookimpl(lambda register: register("typo.text", DatasetFormat(Text, dict))),
+    )
+    oa_core.plugins.add_plugin(typo, "typo")
+    yield
+    oa_core.plugins.remove_plugin("typo")
+
+
+def test_a_misspelt_hook_is_a_warning_and_broken_in_plugins_list(capsys, typo_plugin):
+    expected = ("plugin 'typo' (typo) failed in register_reward_function: no hook has this name, so oa never calls "
+                "it (did you mean 'register_reward_functions'?)")
+    code, out, err = run(capsys, "plugins", "list")
+    assert code == 0 and err.splitlines() == [f"warning: {expected}"]
+    assert f"\nbroken: {expected}\n" in out
+    assert "example.numeric_answer" in out and "typo.text" in out  # the others, and its own other hooks, work
+    code, out, _ = run(capsys, "plugins", "list", "--json")
+    assert json.loads(out)["broken"] == [expected]
+    code, out, _ = run(capsys, "env", "--json")
+    assert json.loads(out)["broken"] == [expected]
+
+
+def test_a_misspelt_hook_of_an_installed_plugin(tmp_path):
+    site = tmp_path / "site"
+    dist = site / "typoplug-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: typoplug\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[oa]\ntypoplug = typoplug_mod\n")
+    (site / "typoplug_mod.py").write_text(
+        "from oa_core import hookimpl\n\n@hookimpl\ndef register_chat_template(register):\n    pass\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "PATH": "/usr/bin:/bin"}
+    res = subprocess.run([sys.executable, "-m", "oa_cli.main", "plugins", "list", "--json"], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 0
+    assert res.stderr == ("warning: plugin 'typoplug' (typoplug) failed in register_chat_template: no hook has this "
+                          "name, so oa never calls it (did you mean 'register_chat_templates'?)\n")
+    doc = json.loads(res.stdout)
+    assert doc["broken"] == [res.stderr.removeprefix("warning: ").strip()]
+    assert any(r["name"] == "example.numeric_answer" for r in doc["plugins"])
+
+
+def test_env_names_the_oa_packages_plugins_and_libraries(capsys):
+    from importlib import metadata
+
+    code, out, _ = run(capsys, "env", "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert {"oa-core", "oa-command"} <= set(info["packages"])
+    assert {"name": "example", "distribution": "oa-plugin-example",
+            "version": metadata.version("oa-plugin-example")} in info["plugins"]
+    code, text, _ = run(capsys, "env")
+    assert code == 0 and text.startswith(f"oa {info['oa']}\n")
+    for name, version in info["packages"].items():
+        assert f"  {name:<20} {version}\n" in text
+    assert "example" in text and "oa-plugin-example" in text
+    for name, version in info["libraries"].items():
+        assert f"  {name:<20} {version or 'not installed'}\n" in text
+
+
+def test_env_with_torch_shows_how_torch_was_built(capsys):
+    torch = pytest.importorskip("torch")
+    from importlib import metadata
+
+    code, out, _ = run(capsys, "env", "--json")
+    info = json.loads(out)
+    assert info["libraries"]["torch"] == metadata.version("torch")
+    assert info["gpu"]["cuda_build"] == torch.version.cuda and info["gpu"]["available"] == torch.cuda.is_available()
+    code, text, _ = run(capsys, "env")
+    gpu = text.split("\ngpu\n", 1)[1]
+    expected = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
+    assert f"  {'torch':<20} {expected}\n" in gpu
+    assert gpu.count("  cuda:") == info["gpu"]["count"]

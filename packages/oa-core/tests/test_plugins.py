@@ -119,3 +119,35 @@ def test_every_register_hook_has_a_kind_and_a_type():
     hooks = {name for name in dir(hookspecs) if name.startswith("register_") and name != "register_commands"}
     assert set(hookspecs.KINDS) == hooks
     assert set(hookspecs.KINDS.values()) == {*TYPES, "config_section"}
+
+
+def test_a_misspelt_hook_is_a_failure_naming_plugin_hook_and_the_closest_hook(make_manager):
+    reg = make_manager(
+        plugin("typo", register_reward_function=lambda register: None, register_dataset_formats=text_format),
+        plugin("good", register_losses=lambda register: None),
+    ).registry()
+    (failure,) = reg.failures
+    assert str(failure) == ("plugin 'typo' (typo) failed in register_reward_function: no hook has this name, so oa "
+                            "never calls it (did you mean 'register_reward_functions'?)")
+    assert "plain" in reg.names("dataset_format")  # its other hooks still register
+
+
+def test_an_unknown_hook_far_from_every_name_points_to_the_hookspecs(make_manager):
+    pm = make_manager(plugin("odd", frobnicate=lambda: None))
+    (failure,) = pm.load_failures
+    assert failure.where == "frobnicate" and "the hooks are listed in oa_core.hookspecs" in failure.error
+    pm.unregister("odd")
+    assert pm.load_failures == [] and pm.registry().failures == []
+
+
+def test_an_optional_unknown_hook_is_not_a_failure(make_manager):
+    from oa_core.hookspecs import hookimpl as impl
+
+    extra = types.SimpleNamespace(name="extra", register_later=impl(optionalhook=True)(lambda register: None))
+    assert make_manager(extra).registry().failures == []
+
+
+def test_the_installed_plugins_implement_only_known_hooks():
+    pm = PluginManager()
+    pm.pm.check_pending()  # pluggy's own check: raises on a hook implementation that matches no spec
+    assert pm.load_failures == []

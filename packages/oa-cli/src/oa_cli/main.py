@@ -24,6 +24,7 @@ def cli(debug: bool) -> None:
 
     \b
     Start with:  oa plugins list            what is installed
+                 oa env                     versions and GPUs, for bug reports
                  oa config validate FILE    check a run config
                  oa train FILE              run it (needs oa-train)
     """
@@ -74,6 +75,44 @@ def plugins_list(kind: str | None, as_json: bool) -> None:
     console.print(table)
     for line in broken:
         console.print(f"[red]broken:[/red] {line}", highlight=False)
+
+
+@cli.command("env")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def env(as_json: bool) -> None:
+    """Print versions, GPUs and installed plugins (paste it into bug reports)."""
+    from oa_core.environment import environment_info
+
+    info = environment_info()
+    click.echo(json.dumps(info, indent=2) if as_json else env_text(info))
+
+
+def env_text(info: dict) -> str:
+    """``environment_info()`` as aligned text."""
+    py = info["python"]
+    lines = [f"oa {info['oa']}", f"python    {py['version']} ({py['implementation']}, {py['executable']})",
+             f"platform  {info['platform']}", "", "packages"]
+    lines += [f"  {name:<20} {version}" for name, version in info["packages"].items()]
+    lines += ["plugins"] + [f"  {p['name']:<20} {p['distribution']} {p['version']}".rstrip() for p in info["plugins"]]
+    if info["disabled"]:
+        lines.append(f"  disabled: {', '.join(info['disabled'])}")
+    lines += ["libraries"] + [f"  {name:<20} {version or 'not installed'}" for name, version in info["libraries"].items()]
+    gpu = info["gpu"] or {}
+    built = [f"{name} {gpu[key]}" for name, key in (("CUDA", "cuda_build"), ("HIP", "hip_build")) if gpu.get(key)]
+    if gpu:
+        torch = f"built with {' and '.join(built)}" if built else "unknown" if "error" in gpu else "CPU build"
+    else:
+        torch = "not queried" if info["libraries"].get("torch") else "not installed"
+    rows = [("torch", torch), ("driver", gpu.get("driver")), ("nccl", gpu.get("nccl")),
+            ("CUDA_VISIBLE_DEVICES", gpu.get("visible_devices")), ("error", gpu.get("error"))]
+    rows += [(f"cuda:{i}", f"{d['name']} (compute capability {d['capability']}, {d['memory_gib']} GiB)")
+             for i, d in enumerate(gpu.get("devices", []))]
+    if gpu and not gpu["available"]:
+        rows.append(("devices", "no usable GPU"))
+    lines += ["gpu"] + [f"  {key:<20} {value}" for key, value in rows if value is not None]
+    if info["broken"]:
+        lines += ["broken plugins"] + [f"  {line}" for line in info["broken"]]
+    return "\n".join(lines)
 
 
 @cli.group()

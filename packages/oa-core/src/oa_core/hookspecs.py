@@ -17,7 +17,8 @@ specs, found through the ``oa`` entry-point group::
 ``register_*`` hooks receive ``register(name, obj, **info)``; ``obj`` must be of the type the hook names
 (from :mod:`oa_core.extensions`). The plugin manager calls each plugin's implementation separately, so every
 registered name knows the plugin and distribution that provided it; a name registered twice is an error
-naming both. Built-ins of the ``oa-*`` packages register through these same hooks. ``docs/plugins.md`` has
+naming both, and an implementation whose name matches no spec here is a failure of its plugin (with the closest
+hook name). Built-ins of the ``oa-*`` packages register through these same hooks. ``docs/plugins.md`` has
 a runnable example for every hook.
 """
 

@@ -1,10 +1,11 @@
-"""File helpers shared by every package: atomic writes (a file or a folder appears whole or not at all) and
-the check that a text input is UTF-8."""
+"""File helpers shared by every package: atomic writes (a file or a folder appears whole or not at all, with the
+permissions the umask gives a plain ``open()``) and the check that a text input is UTF-8."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,10 +13,63 @@ from pathlib import Path
 from typing import IO
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux: ``/proc/self/status``):
+    setting it, even for a moment, would give files other threads create meanwhile the wrong permissions."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def usual_mode(*, folder: bool = False) -> int:
+    """The permissions a plain ``open()`` (``folder``: ``mkdir()``) gets under the umask: 0o666 & ~umask for a
+    file, 0o777 & ~umask for a folder."""
+    return (0o777 if folder else 0o666) & ~umask()
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` and every file and folder under it the permissions of :func:`usual_mode`, for writers that
+    make them private (``tempfile``; safetensors writes 0600). Executable files get 0o777 & ~umask; links and
+    what they point to are left alone."""
+    mask = umask()
+    paths = [os.fspath(path)]
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        for root, dirs, files in os.walk(path):  # does not enter linked folders
+            paths += [os.path.join(root, name) for name in dirs + files]
+    for p in paths:
+        mode = os.lstat(p).st_mode
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            continue
+        want = (0o777 if stat.S_ISDIR(mode) or mode & 0o111 else 0o666) & ~mask
+        if stat.S_IMODE(mode) != want:
+            os.chmod(p, want)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file name beside ``path`` for writers that take a name (matplotlib, safetensors); the file
+    gets the permissions of a plain ``open()`` and replaces ``path`` (fsynced) only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        follow_umask(tmp)  # the writer may have replaced the file, e.g. with a private one
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -24,7 +78,7 @@ def atomic_open(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[IO
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+    os.fchmod(fd, usual_mode())  # mkstemp creates 0600
     try:
         with os.fdopen(fd, "w", encoding=encoding) as f:
             yield f
@@ -53,9 +107,9 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
+        follow_umask(tmp)  # mkdtemp's folder and what writers made private (safetensors: 0600)
         if not overwrite:
             try:
                 os.replace(tmp, out)  # fails if another writer's folder is there already

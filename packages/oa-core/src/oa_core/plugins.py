@@ -2,7 +2,8 @@
 
 Each ``register_*`` implementation is called on its own with a ``register`` callable bound to its
 plugin, so every entry knows its provider, duplicates name both providers, and one broken plugin is
-recorded as a failure instead of breaking unrelated commands.
+recorded as a failure instead of breaking unrelated commands. A hook implementation whose name matches no
+hook spec (a misspelt hook) is a failure too, with the closest hook name.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager("oa")
         self.pm.add_hookspecs(hookspecs)
         self.providers: dict[str, Provider] = {}
-        self.load_failures: list[Failure] = []
+        self.load_failures: list[Failure] = []  # imports that failed, hooks that match no spec
         self._disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
         from oa_core import __version__, builtins
 
@@ -133,12 +134,33 @@ class PluginManager:
         if name in self.providers:
             raise PluginError(f"two plugins are named '{name}'", hint=f"disable one with {DISABLE_ENV}")
         self.pm.register(plugin, name=name)
-        self.providers[name] = provider or Provider(name, getattr(plugin, "__name__", name), "")
+        self.providers[name] = provider = provider or Provider(name, getattr(plugin, "__name__", name), "")
+        self.load_failures.extend(self._unknown_hooks(plugin, provider))
+
+    def _unknown_hooks(self, plugin: Any, provider: Provider) -> list[Failure]:
+        """A failure for each hook implementation of ``plugin`` whose name matches no hook spec (pluggy's
+        ``check_pending``, per plugin): oa would never call it, e.g. ``register_reward_function``."""
+        specs = [name for name, caller in vars(self.pm.hook).items() if not name.startswith("_") and caller.has_spec()]
+        failures = []
+        for caller in self.pm.get_hookcallers(plugin) or ():
+            if caller.has_spec() or all(impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin):
+                continue
+            close = difflib.get_close_matches(caller.name, specs, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "the hooks are listed in oa_core.hookspecs"
+            failures.append(Failure(provider.plugin, provider.distribution, caller.name,
+                                    f"no hook has this name, so oa never calls it ({hint})"))
+        return failures
 
     def unregister(self, name: str) -> None:
         """Remove the plugin registered as ``name`` (a later :meth:`registry` no longer has its entries)."""
         self.pm.unregister(name=name)
         del self.providers[name]
+        self.load_failures = [f for f in self.load_failures if f.plugin != name]
+
+    @property
+    def disabled(self) -> list[str]:
+        """The plugin names switched off with ``OA_DISABLE_PLUGINS``."""
+        return sorted(self._disabled)
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         for ep in metadata.entry_points(group=group):

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from oa_core.errors import OAError
-from oa_core.io import atomic_write_text
+from oa_core.io import atomic_write_text, follow_umask
 
 STATE_FILE = "trainer_state.json"
 MANIFEST = "checkpoint.json"
@@ -60,6 +60,7 @@ class Checkpoints:
         if error is None and main:
             try:
                 atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))
+                follow_umask(tmp)  # safetensors writes its files 0600
                 write_manifest(tmp)
                 if final.exists():
                     shutil.rmtree(final)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedType
 
-from oa_core.io import atomic_write_text
+from oa_core.io import atomic_write_text, follow_umask
 
 
 def process_group_kwargs() -> list:
@@ -51,6 +51,7 @@ def save_final(accelerator, model, tokenizer, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        follow_umask(tmp)  # safetensors writes its files 0600
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     accelerator.wait_for_everyone()

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from oa_core.errors import OAError
-from oa_core.io import atomic_write_text
+from oa_core.io import atomic_path, atomic_write_text
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 
@@ -72,12 +70,9 @@ class RunLog:
         ax.legend()
         fig.tight_layout()
         path = self.dir / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=self.dir)
-        os.close(fd)
         try:
-            fig.savefig(tmp)
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".png") as tmp:
+                fig.savefig(tmp)
         finally:
             plt.close(fig)
-            Path(tmp).unlink(missing_ok=True)
         return path
