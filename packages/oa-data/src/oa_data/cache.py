@@ -21,18 +21,35 @@ from oa_core.errors import OAError
 from oa_core.io import atomic_dir
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1  # bump when the tokenized layout changes
-CHUNK = 1 << 20
+CACHE_VERSION = 2  # bump when the tokenized layout or the key changes
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file is read once per process
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (remembered while the file's size and modification time stay the same)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _DIGESTS[key]
+
+
+def file_digests(items: Iterable[str | os.PathLike]) -> dict[str, str]:
+    """``file -> sha256`` of every local file or file in a local folder of ``items`` (other names are left out)."""
+    out = {}
+    for item in items:
+        path = Path(item).expanduser()
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        out |= {str(f): file_digest(f) for f in files}
+    return out
 
 
 def _hash_path(h, path: Path) -> None:
-    """Feed a file's bytes, or every file of a folder with its relative name, into ``h``."""
+    """Feed the digest of a file, or of every file of a folder with its relative name, into ``h``."""
     files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
     for f in files:
-        h.update(f"\0file:{f.relative_to(path) if path.is_dir() else f.name}\0".encode())
-        with open(f, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                h.update(chunk)
+        h.update(f"\0file:{f.relative_to(path) if path.is_dir() else f.name}\0{file_digest(f)}".encode())
 
 
 def fingerprint(files: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLike | None,

@@ -109,6 +109,14 @@ def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_mo
         assert f.get_slice("model.embed_tokens.weight").get_shape()[0] >= len(tok)
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["model"]["resized_embeddings_to"] == len(tok)
+    import hashlib  # the reproducibility record: versions, config source, data checksums, realised counts
+
+    assert manifest["environment"]["packages"]["oa-train"] and manifest["config_source"]["file"] == cfg
+    assert manifest["data"]["files"] == {str(tmp_path / n): hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()
+                                         for n in ("train.jsonl", "eval.jsonl")}
+    assert (manifest["data"]["train_samples"], manifest["data"]["eval_samples"]) == (8, 2)
+    assert manifest["data"]["train_rows"] < 8  # packed
+    assert [d["samples"] for d in manifest["data"]["datasets"]["train"]] == [8]
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 2 and "eval_loss" in records[-1]
     assert (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()

@@ -62,6 +62,7 @@ class SFTObjective(Objective):
                                 for name, split in splits.items()}
             self.data_report["datasets"] = {name: [d.to_dict() for d in split.report.datasets]
                                             for name, split in splits.items()}
+            self.data_report["files"] = data_file_digests(self.run.config)
             if self.run.accelerator.is_main_process:
                 print("\n".join(line for name, split in splits.items() for line in table(name, split.report.datasets)))
         return train.dataset, (evaluation.dataset if evaluation else None)
@@ -85,6 +86,15 @@ class SFTObjective(Objective):
                                                  max_new_tokens=tc.generation.max_new_tokens)
             metrics |= scores
         return Evaluation(metrics, samples)
+
+
+def data_file_digests(cfg) -> dict[str, str]:
+    """SHA-256 of every local data file the run reads (hub datasets are named by id and revision in the config)."""
+    from oa_data.cache import file_digests
+    from oa_data.loading import data_files
+
+    specs = [*cfg.datasets, *cfg.eval_datasets]
+    return file_digests(f for spec in specs for f in (data_files(spec.path) or [spec.path]))
 
 
 def run_sft(loaded, *, prepare_data: PrepareData | None = None, callbacks=()) -> dict:

@@ -26,6 +26,7 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 
 from oa_core.config import LoadedConfig, write_effective_config
+from oa_core.environment import environment_info
 from oa_core.errors import OAError
 from oa_train.training.batching import micro_batches
 from oa_train.training.checkpoint import Checkpoints, read_state
@@ -36,12 +37,12 @@ from oa_train.training.objective import Objective, Run
 from oa_train.training.optim import build_optimizer, build_scheduler
 from oa_train.training.output_dir import RunLock, check_output_dir, lock_held_by_launcher, mark_run_folder
 from oa_train.training.runtime import (
+    config_source,
     fill_deepspeed_values,
     flat,
     process_group_kwargs,
     ranks_in_sync,
     save_final,
-    versions,
     write_manifest,
 )
 from oa_train.training.state import load_training_state, save_training_state
@@ -224,7 +225,8 @@ class Loop:
             "method": self.cfg.method, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "resumed_from": str(resume) if resume else None, "num_processes": acc.num_processes,
             "distributed_type": acc.distributed_type.value, "device": str(acc.device),
-            "mixed_precision": tc.mixed_precision, "versions": versions(), "model": self.model_manifest,
+            "mixed_precision": tc.mixed_precision, "environment": environment_info(gpu=False),
+            "config_source": config_source(self.loaded.path), "model": self.model_manifest,
             "data": {"train_rows": len(self.train_data), "eval_rows": len(self.eval_data), **self.objective.data_report},
             "schedule": {"total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
                          "warmup_steps": s.warmup_steps,

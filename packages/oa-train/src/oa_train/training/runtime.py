@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 from pathlib import Path
 
@@ -71,12 +70,20 @@ def write_manifest(out: Path, manifest: dict) -> None:
     atomic_write_text(out / "run_manifest.json", json.dumps(manifest, indent=1, default=str))
 
 
-def versions() -> dict[str, str]:
-    import accelerate
-    import transformers
+def config_source(path: Path) -> dict:
+    """The config file, and the git commit of the repository it lives in (with whether it has changes), if any."""
+    import subprocess
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+    out: dict = {"file": str(path), "git_commit": None, "git_dirty": None}
+    try:
+        git = ["git", "-C", str(Path(path).resolve().parent)]
+        out["git_commit"] = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                           timeout=10).stdout.strip()
+        status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=True, timeout=10)
+        out["git_dirty"] = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git repository, or no git
+    return out
 
 
 def flat(d: dict, prefix: str = "") -> dict:
