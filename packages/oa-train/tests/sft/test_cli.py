@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 import yaml
 
 from oa_cli.main import main
@@ -105,6 +106,18 @@ def test_oa_train_end_to_end_through_the_data_pipeline(tmp_path, capsys, tiny_mo
     assert "<|im_start|>" in tok.get_vocab() and len(tok) > 32000
     prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
     assert prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"  # the training template, saved
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    stop = GenerationConfig.from_pretrained(out / "model").eos_token_id  # generate and vLLM stop at the end of a turn
+    assert stop == [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
+    ckpt = out / "checkpoints" / "checkpoint-1"  # an intermediate checkpoint loads in plain transformers
+    loaded = AutoModelForCausalLM.from_pretrained(ckpt)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(ckpt / "model.safetensors"))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.items())
+    assert AutoTokenizer.from_pretrained(ckpt).apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False) == prompt
     with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
         assert f.get_slice("model.embed_tokens.weight").get_shape()[0] >= len(tok)
     manifest = json.loads((out / "run_manifest.json").read_text())
@@ -177,3 +190,26 @@ def test_a_broken_accelerate_config_is_a_one_line_error(tmp_path, capsys):
     assert main(["train", config, "--num-processes", "2", "--accelerate-config", str(preset)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{preset}:2:1: invalid YAML" in err[0]
+
+
+def test_a_lora_checkpoint_is_a_loadable_adapter(tmp_path, tiny_model_dir, alpaca_seed, capsys):
+    """An intermediate checkpoint of a LoRA run loads with peft as it is; at the last step it is the final adapter."""
+    from peft import AutoPeftModelForCausalLM
+
+    (tmp_path / "train.jsonl").write_text("\n".join(alpaca_seed.read_text().splitlines()[:6]) + "\n")
+    out = tmp_path / "out"
+    cfg = _write(tmp_path, {
+        "method": "sft", "output_dir": str(out), "model": {"path": tiny_model_dir, "dtype": "float32"},
+        "datasets": [{"path": str(tmp_path / "train.jsonl"), "format": "alpaca"}],
+        "data": {"chat_template": "chatml", "max_length": 256, "cache_dir": str(tmp_path / "cache")},
+        "peft": {"method": "lora", "r": 4, "target_modules": ["q_proj", "v_proj"]},
+        "train": {"max_steps": 2, "per_device_batch_size": 3, "learning_rate": 1e-2, "save_steps": 1},
+    })
+    assert main(["train", cfg]) == 0, capsys.readouterr().err
+    ids = torch.tensor([[1, 450, 4996, 29871, 2]])
+    with torch.no_grad():
+        final = AutoPeftModelForCausalLM.from_pretrained(out / "model")(input_ids=ids).logits
+        at_2 = AutoPeftModelForCausalLM.from_pretrained(out / "checkpoints" / "checkpoint-2")(input_ids=ids).logits
+        at_1 = AutoPeftModelForCausalLM.from_pretrained(out / "checkpoints" / "checkpoint-1")(input_ids=ids).logits
+    torch.testing.assert_close(at_2, final)
+    assert not torch.allclose(at_1, final)

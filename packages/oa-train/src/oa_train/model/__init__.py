@@ -100,6 +100,7 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
         model = apply_peft(model, peft, tokenizer=tokenizer, new_token_ids=[t["id"] for t in new_tokens_report.values()])
     else:
         apply_freeze(model, freeze)
+    stop_ids = stop_at_end_of_turn(model, run_tokenizer)
     report = trainable_report(model)
     if show_table:
         print(report.render())
@@ -109,11 +110,28 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
         "peft": peft.method,
         "patches": patches,
         "new_tokens": new_tokens_report,
+        "eos_token_id": stop_ids,
         "trainable": report.to_dict(),
     }
     if model.get_input_embeddings().weight.shape[0] > rows:
         manifest["resized_embeddings_to"] = len(tokenizer)
     return PreparedModel(model, run_tokenizer, manifest, provides)
+
+
+def stop_at_end_of_turn(model, run_tokenizer) -> list[int]:
+    """Make generation stop at the end of an answer as the training template writes it: the generation
+    config's ``eos_token_id`` becomes [the template's end-of-turn token, the tokenizer's eos] (saved with the
+    model, so ``generate`` and vLLM stop there too). Returns the ids."""
+    tokenizer, template = run_tokenizer.tokenizer, run_tokenizer.template
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if template is not None and template.end_of_turn:
+        eot = tokenizer(template.end_of_turn, add_special_tokens=False)["input_ids"]
+        if len(eot) == 1 and eot[0] not in ids:
+            ids.insert(0, eot[0])
+    config = getattr(model, "generation_config", None)
+    if config is not None and ids:
+        config.eos_token_id = ids if len(ids) > 1 else ids[0]
+    return ids
 
 
 def patch_options(run_config) -> dict[str, dict]:

@@ -353,7 +353,7 @@ class Loop:
     def save_checkpoint(self) -> Path:
         self.state.history = self.log.history
         return self.checkpoints.save(self.accelerator, self.state.step, asdict(self.state), lambda folder: save_training_state(
-            self.accelerator, self.model, self.optimizer, self.scheduler, folder))
+            self.accelerator, self.model, self.optimizer, self.scheduler, folder, self.tokenizer))
 
     # ------------------------------------------------------------------ finish
 

@@ -29,14 +29,18 @@ def sharded(accelerator) -> bool:
     return accelerator.distributed_type in SHARDED
 
 
-def save_training_state(accelerator, model, optimizer, scheduler, folder: Path) -> None:
-    """Write the state of every process into ``folder`` (which exists)."""
+def save_training_state(accelerator, model, optimizer, scheduler, folder: Path, tokenizer=None) -> None:
+    """Write the state of every process into ``folder`` (which exists). Without sharding the folder also loads in
+    plain transformers / peft: ``config.json`` and ``generation_config.json`` beside ``model.safetensors``, or the
+    adapter (``adapter_config.json``, ``adapter_model.safetensors``), and the tokenizer with its chat template."""
     main = accelerator.is_main_process
     if sharded(accelerator):
         accelerator.save_state(str(folder))  # the engine's sharded weights and optimizer (every rank)
         (folder / f"random_states_{accelerator.process_index}.pkl").unlink(missing_ok=True)  # ours is below
     elif main:
-        save_model(accelerator.unwrap_model(model), str(folder / "model.safetensors"))
+        net = accelerator.unwrap_model(model)
+        save_model(net, str(folder / "model.safetensors"))
+        _save_loadable(net, tokenizer, folder)
         tensors, meta = _split(optimizer.state_dict())
         save_file(tensors, str(folder / "optimizer.safetensors"))
         _write_json(folder / "optimizer.json", meta)
@@ -63,6 +67,19 @@ def load_training_state(accelerator, model, optimizer, scheduler, folder: Path) 
         accelerator.scaler.load_state_dict(_read_json(folder / "scaler.json"))
     rank = accelerator.process_index
     _set_rng_state(load_file(str(folder / f"rng_{rank}.safetensors")), _read_json(folder / f"rng_{rank}.json"))
+
+
+def _save_loadable(net, tokenizer, folder: Path) -> None:
+    from peft import PeftModel
+
+    if isinstance(net, PeftModel):
+        net.save_pretrained(folder, safe_serialization=True, save_embedding_layers=False)  # the adapter only
+    else:
+        net.config.save_pretrained(folder)
+        if getattr(net, "generation_config", None) is not None:
+            net.generation_config.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
 
 
 # ---------------------------------------------------------------- optimizer state: tensors apart from the rest
