@@ -1,7 +1,9 @@
-"""Chat templates: golden renderings and supervised text, resolution order, sandboxing, errors."""
+"""Chat templates: golden renderings and supervised text, the official templates they follow, resolution order,
+sandboxing, errors."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -9,12 +11,14 @@ import pytest
 
 from oa_core.errors import OAError, RecordError
 from oa_data.settings import DataSettings
+from oa_data.special_tokens import add_special_tokens
 from oa_data.templates import (
     BUILTIN_TEMPLATES,
     ChatTemplate,
     TemplateError,
     render,
     resolve_template,
+    template_variables,
     with_end_of_turn,
 )
 from oa_data.tokenize import encode_messages
@@ -27,7 +31,7 @@ CHAT = [
     {"role": "assistant", "content": "See you."},
 ]
 
-RENDERED = {
+RENDERED = {  # <s> and </s> stand for the tokenizer's bos and eos
     "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
     "<|im_start|>assistant\nHi there!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
     "<|im_start|>assistant\nSee you.<|im_end|>\n",
@@ -39,6 +43,41 @@ RENDERED = {
     "oasst": "<|system|>Be brief.</s><|prompter|>Hello</s><|assistant|>Hi there!</s>"
     "<|prompter|>Bye</s><|assistant|>See you.</s>",
     "llama-2": "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHello [/INST] Hi there! </s><s>[INST] Bye [/INST] See you. </s>",
+    "mistral": "<s>[INST] Be brief.\n\nHello[/INST] Hi there!</s>[INST] Bye[/INST] See you.</s>",
+    "gemma": "<s><start_of_turn>user\nBe brief.\n\nHello<end_of_turn>\n<start_of_turn>model\nHi there!<end_of_turn>\n"
+    "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\nSee you.<end_of_turn>\n",
+    "phi-3": "<|system|>\nBe brief.<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there!<|end|>\n"
+    "<|user|>\nBye<|end|>\n<|assistant|>\nSee you.<|end|>\n",
+    "qwen2.5": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+    "<|im_start|>assistant\nHi there!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
+    "<|im_start|>assistant\nSee you.<|im_end|>\n",
+    "zephyr": "<|system|>\nBe brief.</s>\n<|user|>\nHello</s>\n<|assistant|>\nHi there!</s>\n<|user|>\nBye</s>\n"
+    "<|assistant|>\nSee you.</s>\n",
+    "alpaca": "<s>Be brief.\n\n### Instruction:\nHello\n\n### Response:\nHi there!</s>\n\n"
+    "### Instruction:\nBye\n\n### Response:\nSee you.</s>",
+}
+
+# CHAT[:4] with the generation prompt
+GENERATION = {
+    "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+    "<|im_start|>assistant\nHi there!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
+    "llama-3": "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\nHi there!<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+    "oasst": "<|system|>Be brief.</s><|prompter|>Hello</s><|assistant|>Hi there!</s><|prompter|>Bye</s><|assistant|>",
+    "llama-2": "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHello [/INST] Hi there! </s><s>[INST] Bye [/INST]",
+    "mistral": "<s>[INST] Be brief.\n\nHello[/INST] Hi there!</s>[INST] Bye[/INST]",
+    "gemma": "<s><start_of_turn>user\nBe brief.\n\nHello<end_of_turn>\n<start_of_turn>model\nHi there!<end_of_turn>\n"
+    "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n",
+    "phi-3": "<|system|>\nBe brief.<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there!<|end|>\n"
+    "<|user|>\nBye<|end|>\n<|assistant|>\n",
+    "qwen2.5": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+    "<|im_start|>assistant\nHi there!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
+    "zephyr": "<|system|>\nBe brief.</s>\n<|user|>\nHello</s>\n<|assistant|>\nHi there!</s>\n<|user|>\nBye</s>\n"
+    "<|assistant|>\n",
+    "alpaca": "<s>Be brief.\n\n### Instruction:\nHello\n\n### Response:\nHi there!</s>\n\n"
+    "### Instruction:\nBye\n\n### Response:\n",
 }
 
 # the supervised text of each answer, per tokenizer family (GPT-2 attaches a leading space to its word)
@@ -51,6 +90,18 @@ SUPERVISED = {
     ("oasst", "gpt2"): ["Hi there!<|endoftext|>", "See you.<|endoftext|>"],
     ("llama-2", "llama"): ["Hi there! </s>", "See you. </s>"],
     ("llama-2", "gpt2"): [" Hi there! <|endoftext|>", " See you. <|endoftext|>"],
+    ("mistral", "llama"): ["Hi there!</s>", "See you.</s>"],
+    ("mistral", "gpt2"): [" Hi there!<|endoftext|>", " See you.<|endoftext|>"],
+    ("gemma", "llama"): ["Hi there!<end_of_turn>", "See you.<end_of_turn>"],
+    ("gemma", "gpt2"): ["Hi there!<end_of_turn>", "See you.<end_of_turn>"],
+    ("phi-3", "llama"): ["Hi there!<|end|>", "See you.<|end|>"],
+    ("phi-3", "gpt2"): ["Hi there!<|end|>", "See you.<|end|>"],
+    ("qwen2.5", "llama"): ["Hi there!<|im_end|>", "See you.<|im_end|>"],
+    ("qwen2.5", "gpt2"): ["Hi there!<|im_end|>", "See you.<|im_end|>"],
+    ("zephyr", "llama"): ["Hi there!</s>", "See you.</s>"],
+    ("zephyr", "gpt2"): ["Hi there!<|endoftext|>", "See you.<|endoftext|>"],
+    ("alpaca", "llama"): ["Hi there!</s>", "See you.</s>"],
+    ("alpaca", "gpt2"): ["Hi there!<|endoftext|>", "See you.<|endoftext|>"],
 }
 
 ZEPHYR = (
@@ -59,25 +110,356 @@ ZEPHYR = (
 )
 
 
-def family(tok) -> str:
-    return "llama" if tok.eos_token == "</s>" else "gpt2"
+@pytest.fixture(scope="module")
+def run_tokenizer(raw_tokenizers):
+    """``run_tokenizer(name, family)``: the family's tokenizer with the built-in template's special tokens added, as a
+    run adds them."""
+    made = {}
+
+    def get(name, family):
+        if (name, family) not in made:
+            tok = copy.deepcopy(raw_tokenizers[family])
+            add_special_tokens(tok, BUILTIN_TEMPLATES[name].special_tokens)
+            made[name, family] = tok
+        return made[name, family]
+
+    return get
 
 
+def with_tokens_of(text: str, tok) -> str:
+    return text.replace("<s>", tok.bos_token).replace("</s>", tok.eos_token)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("name", sorted(BUILTIN_TEMPLATES))
-def test_builtin_golden(name, tok, runs):
+def test_builtin_golden(name, family, run_tokenizer, runs):
+    tok = run_tokenizer(name, family)
     template = with_end_of_turn(BUILTIN_TEMPLATES[name], tok)
-    expected = RENDERED[name].replace("<s>", tok.bos_token).replace("</s>", tok.eos_token)  # the tokenizer's
-    assert render(template, CHAT, bos_token=tok.bos_token, eos_token=tok.eos_token) == expected
+    variables = template_variables(tok)
+    assert render(template, CHAT, **variables) == with_tokens_of(RENDERED[name], tok)
+    assert render(template, CHAT[:4], add_generation_prompt=True, **variables) == with_tokens_of(GENERATION[name], tok)
     enc = encode_messages(CHAT, tok, template, DataSettings())
-    assert runs(enc, tok) == SUPERVISED[(name, family(tok))]
+    assert runs(enc, tok) == SUPERVISED[(name, family)]
 
 
 def test_builtins_are_registered_through_the_hook():
     from oa_core.plugins import PluginManager
 
     registry = PluginManager().registry()
-    assert {"chatml", "llama-3", "oasst", "llama-2"} <= set(registry.names("chat_template"))
+    assert {"chatml", "llama-3", "oasst", "llama-2", "mistral", "gemma", "phi-3", "qwen2.5", "zephyr",
+            "alpaca"} <= set(registry.names("chat_template"))
     assert registry.get("chat_template", "chatml") is BUILTIN_TEMPLATES["chatml"]
+
+
+# The official chat templates, pasted as published (each tokenizer_config.json's "chat_template").
+# mistralai/Mistral-7B-Instruct-v0.3 (copied from zhudotexe/kani, kani/prompts/impl/mistral.py)
+OFFICIAL_MISTRAL = r"""{%- if messages[0]["role"] == "system" %}
+    {%- set system_message = messages[0]["content"] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+{%- set user_messages = loop_messages | selectattr("role", "equalto", "user") | list %}
+
+{#- This block checks for alternating user/assistant messages, skipping tool calling messages #}
+{%- set ns = namespace() %}
+{%- set ns.index = 0 %}
+{%- for message in loop_messages %}
+    {%- if not (message.role == "tool" or message.role == "tool_results" or (message.tool_calls is defined and message.tool_calls is not none)) %}
+        {%- if (message["role"] == "user") != (ns.index % 2 == 0) %}
+            {{- raise_exception("After the optional system message, conversation roles must alternate user/assistant/user/assistant/...") }}
+        {%- endif %}
+        {%- set ns.index = ns.index + 1 %}
+    {%- endif %}
+{%- endfor %}
+
+{{- bos_token }}
+{%- for message in loop_messages %}
+    {%- if message["role"] == "user" %}
+        {%- if tools is not none and (message == user_messages[-1]) %}
+            {{- "[AVAILABLE_TOOLS] [" }}
+            {%- for tool in tools %}
+                {%- set tool = tool.function %}
+                {{- '{"type": "function", "function": {' }}
+                {%- for key, val in tool.items() if key != "return" %}
+                    {%- if val is string %}
+                        {{- '"' + key + '": "' + val + '"' }}
+                    {%- else %}
+                        {{- '"' + key + '": ' + val|tojson }}
+                    {%- endif %}
+                    {%- if not loop.last %}
+                        {{- ", " }}
+                    {%- endif %}
+                {%- endfor %}
+                {{- "}}" }}
+                {%- if not loop.last %}
+                    {{- ", " }}
+                {%- else %}
+                    {{- "]" }}
+                {%- endif %}
+            {%- endfor %}
+            {{- "[/AVAILABLE_TOOLS]" }}
+            {%- endif %}
+        {%- if loop.last and system_message is defined %}
+            {{- "[INST] " + system_message + "\n\n" + message["content"] + "[/INST]" }}
+        {%- else %}
+            {{- "[INST] " + message["content"] + "[/INST]" }}
+        {%- endif %}
+    {%- elif message.tool_calls is defined and message.tool_calls is not none %}
+        {{- "[TOOL_CALLS] [" }}
+        {%- for tool_call in message.tool_calls %}
+            {%- set out = tool_call.function|tojson %}
+            {{- out[:-1] }}
+            {%- if not tool_call.id is defined or tool_call.id|length != 9 %}
+                {{- raise_exception("Tool call IDs should be alphanumeric strings with length 9!") }}
+            {%- endif %}
+            {{- ', "id": "' + tool_call.id + '"}' }}
+            {%- if not loop.last %}
+                {{- ", " }}
+            {%- else %}
+                {{- "]" + eos_token }}
+            {%- endif %}
+        {%- endfor %}
+    {%- elif message["role"] == "assistant" %}
+        {{- " " + message["content"]|trim + eos_token}}
+    {%- elif message["role"] == "tool_results" or message["role"] == "tool" %}
+        {%- if message.content is defined and message.content.content is defined %}
+            {%- set content = message.content.content %}
+        {%- else %}
+            {%- set content = message.content %}
+        {%- endif %}
+        {{- '[TOOL_RESULTS] {"content": ' + content|string + ", " }}
+        {%- if not message.tool_call_id is defined or message.tool_call_id|length != 9 %}
+            {{- raise_exception("Tool call IDs should be alphanumeric strings with length 9!") }}
+        {%- endif %}
+        {{- '"call_id": "' + message.tool_call_id + '"}[/TOOL_RESULTS]' }}
+    {%- else %}
+        {{- raise_exception("Only user and assistant roles are supported, with the exception of an initial optional system message!") }}
+    {%- endif %}
+{%- endfor %}
+"""
+
+# google/gemma-3-*-it (as printed from tokenizer.chat_template in unslothai/unsloth, unsloth/chat_templates.py)
+OFFICIAL_GEMMA = r"""{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
+
+# microsoft/Phi-3-mini-4k-instruct (copied in openvinotoolkit/openvino.genai's tokenizer configs for its tests)
+OFFICIAL_PHI3 = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+# Qwen/Qwen2.5-*-Instruct (quoted in ShishirPatil/gorilla, bfcl/model_handler/oss_model/qwen_fc.py)
+OFFICIAL_QWEN25 = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+
+# HuggingFaceH4/zephyr-7b-beta (the same text is huggingface/alignment-handbook's DEFAULT_CHAT_TEMPLATE,
+# src/alignment/data.py)
+OFFICIAL_ZEPHYR = (
+    "{% for message in messages %}\n"
+    "{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"
+)
+
+OFFICIAL = {"mistral": OFFICIAL_MISTRAL, "gemma": OFFICIAL_GEMMA, "phi-3": OFFICIAL_PHI3, "qwen2.5": OFFICIAL_QWEN25,
+            "zephyr": OFFICIAL_ZEPHYR}
+TOOL_CHAT = [CHAT[1], CHAT[2], {"role": "tool", "content": "sunny"}, {"role": "assistant", "content": "It is sunny."}]
+PADDED = [{"role": m["role"], "content": f" {m['content']}\n "} for m in CHAT]  # what each template trims
+
+
+def official_render(tok, name, messages, generation=False) -> str:
+    return tok.apply_chat_template(messages, chat_template=OFFICIAL[name], tokenize=False,
+                                   add_generation_prompt=generation)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_builtin_renders_as_the_official_template(name, family, run_tokenizer):
+    """Hugging Face's rendering of the official template (transformers' ``apply_chat_template``) equals oa's, apart
+    from the differences the README names (tested below)."""
+    tok = run_tokenizer(name, family)
+    chats = [CHAT[1:], CHAT[1:3], CHAT[1:2], PADDED[1:]]  # no system prompt: the official mistral moves it
+    chats += [] if name == "mistral" else [CHAT, CHAT[:3], CHAT[:2], PADDED]
+    chats += [TOOL_CHAT] if name == "qwen2.5" else []
+    for messages in chats:
+        for generation in (False, True):
+            ours = render(BUILTIN_TEMPLATES[name], messages, generation, **template_variables(tok))
+            if name == "phi-3" and not generation:
+                ours += tok.eos_token  # the official ends the chat with eos
+            assert official_render(tok, name, messages, generation) == ours
+
+
+def test_mistral_puts_the_system_prompt_in_the_first_user_turn(run_tokenizer):
+    tok = run_tokenizer("mistral", "llama")
+    ours = BUILTIN_TEMPLATES["mistral"]
+    # the official puts it before the last user message, so only a first question renders the same
+    assert render(ours, CHAT[:2], True, **template_variables(tok)) == "<s>[INST] Be brief.\n\nHello[/INST]"
+    assert official_render(tok, "mistral", CHAT[:2], True) == "<s>[INST] Be brief.\n\nHello[/INST]"
+    assert official_render(tok, "mistral", CHAT[:4], True) == (
+        "<s>[INST] Hello[/INST] Hi there!</s>[INST] Be brief.\n\nBye[/INST]")
+    assert official_render(tok, "mistral", CHAT) == "<s>[INST] Hello[/INST] Hi there!</s>[INST] Bye[/INST] See you.</s>"
+
+
+def test_qwen_default_system_prompt_and_tool_results(run_tokenizer, runs):
+    tok = run_tokenizer("qwen2.5", "gpt2")
+    template = BUILTIN_TEMPLATES["qwen2.5"]
+    assert render(template, TOOL_CHAT) == (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there!<|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\nIt is sunny.<|im_end|>\n")
+    enc = encode_messages(TOOL_CHAT, tok, template, DataSettings())
+    assert runs(enc, tok) == ["Hi there!<|im_end|>", "It is sunny.<|im_end|>"]
+    # consecutive tool results share one user turn, closed only by the last: the first renders differently once
+    # another follows, so oa cannot cross-check the masks
+    two_results = [*TOOL_CHAT[:3], {"role": "tool", "content": "22C"}, TOOL_CHAT[3]]
+    assert "\n</tool_response>\n<tool_response>\n22C\n</tool_response><|im_end|>\n" in render(template, two_results)
+    with pytest.raises(RecordError, match=r"message 2 \(tool\).*renders it differently when more messages follow"):
+        encode_messages(two_results, tok, template, DataSettings())
+
+
+REFUSED = [
+    ("mistral", [CHAT[1], CHAT[3]], "conversation roles must alternate"),
+    ("mistral", [*CHAT[1:3], {"role": "tool", "content": "sunny"}], "Only user and assistant roles are supported"),
+    ("gemma", [CHAT[1], CHAT[3]], "Conversation roles must alternate"),
+    ("gemma", [*CHAT[1:3], CHAT[0]], "Conversation roles must alternate"),
+    ("gemma", [*CHAT[1:3], {"role": "tool", "content": "sunny"}], "Conversation roles must alternate"),
+    ("alpaca", [*CHAT[1:3], {"role": "tool", "content": "sunny"}], "only user and assistant messages"),
+]
+
+
+@pytest.mark.parametrize(("name", "messages", "match"), REFUSED)
+def test_roles_the_official_template_refuses_are_refused(name, messages, match, run_tokenizer):
+    import jinja2
+
+    tok = run_tokenizer(name, "llama")
+    with pytest.raises(TemplateError, match=match):
+        render(BUILTIN_TEMPLATES[name], messages, **template_variables(tok))
+    if name in OFFICIAL:
+        with pytest.raises(jinja2.TemplateError):
+            official_render(tok, name, messages)
+
+
+# tatsu-lab/stanford_alpaca, train.py: PROMPT_DICT["prompt_no_input"]; the answer follows it (then eos)
+STANFORD_ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:"
+)
+
+
+def test_alpaca_renders_the_stanford_prompt(run_tokenizer):
+    from oa_data.formats.chat import parse_alpaca
+
+    tok = run_tokenizer("alpaca", "llama")
+    variables = template_variables(tok)
+    template = BUILTIN_TEMPLATES["alpaca"]
+    prompt = "<s>" + STANFORD_ALPACA_PROMPT.format(instruction="Hello")
+    assert render(template, CHAT[1:2], True, **variables) == prompt + "\n"  # the answer on its own line
+    assert render(template, CHAT[1:3], **variables) == prompt + "\nHi there!</s>"
+    # oa's alpaca format puts the input into the instruction: no '### Input:' section
+    row = parse_alpaca({"instruction": "Add", "input": "2 and 3", "output": "5"})
+    assert render(template, row["messages"], **variables) == (
+        "<s>" + STANFORD_ALPACA_PROMPT.format(instruction="Add\n\n2 and 3") + "\n5</s>")
 
 
 def test_turbo_style_golden(tok, runs):
@@ -301,7 +683,7 @@ def test_end_of_turn_inferred_from_tokens_still_to_be_added(raw_tokenizers):
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("data", [
-    {"chat_template": "chatml"}, {"chat_template": "llama-3"}, {"chat_template": "oasst"}, {"chat_template": "llama-2"},
+    *({"chat_template": name} for name in sorted(BUILTIN_TEMPLATES)),
     {"prefix_template": "<|im_start|>{role}\n", "suffix_template": "<|im_end|>\n",
      "role_tag_mapping": {"user": "human \"q\" ü", "assistant": "bot"}},
     {"chat_template_jinja": ZEPHYR},

@@ -31,8 +31,8 @@ class DataSettings(_Strict):
 
     # templates (chat_template: a built-in name or "tokenizer"; chat_template_jinja: inline text or a file)
     chat_template: Annotated[str, RegistryRef("chat_template", also=("tokenizer",))] | None = Field(
-        None, description="a registered template (chatml, llama-3, oasst, llama-2; oa plugins list --kind chat_template) "
-        "or 'tokenizer' (the tokenizer's own); default: the tokenizer's own")
+        None, description="a registered template (chatml, llama-3, oasst, llama-2, mistral, gemma, phi-3, qwen2.5, zephyr, "
+        "alpaca; oa plugins list --kind chat_template) or 'tokenizer' (the tokenizer's own); default: the tokenizer's own")
     chat_template_jinja: str | None = Field(None, description="jinja template text or path to a .jinja file")
     role_tag_mapping: dict[str, str] | None = Field(
         None, description="turbo-style: role (system, user, assistant or bot, tool) -> tag rendered for {role}")

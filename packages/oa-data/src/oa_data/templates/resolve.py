@@ -101,7 +101,7 @@ def resolve_template(settings: Any, tokenizer: Any, registry: Any = None) -> Cha
         if text is None:
             raise TemplateError(
                 "the tokenizer has no chat template" + (" (data.chat_template: tokenizer)" if settings.chat_template else ""),
-                hint="set data.chat_template to a built-in (chatml, llama-3, oasst, llama-2) or data.chat_template_jinja",
+                hint="set data.chat_template to a built-in (oa plugins list --kind chat_template) or data.chat_template_jinja",
             )
         template = ChatTemplate("tokenizer", text, eot)
     return with_end_of_turn(template, tokenizer, settings.add_special_tokens)
