@@ -39,6 +39,14 @@ def test_light_packages_install_without_torch(tmp_path, packages):
         assert info["libraries"]["torch"] is None and info["gpu"] is None and info["broken"] == []
         out = subprocess.run([str(venv / "bin" / "oa"), "env"], capture_output=True, text=True)
         assert out.returncode == 0 and f"\n  {'torch':<20} not installed\n" in out.stdout, out.stderr
+        # what a missing package provides is named with the package to install
+        (tmp_path / "run.yaml").write_text("method: sft\ndata: {max_length: 64}\n")
+        out = subprocess.run([str(venv / "bin" / "oa"), "train", str(tmp_path / "run.yaml")], capture_output=True, text=True)
+        assert out.returncode == 2 and "command 'train' comes from oa-train, which is not installed" in out.stderr
+        out = subprocess.run([str(venv / "bin" / "oa"), "config", "validate", str(tmp_path / "run.yaml")],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and "method: method 'sft' comes from oa-train" in out.stderr
+        assert "data: config section 'data' comes from oa-data, which is not installed" in out.stderr
     code = (
         "import time; t = time.perf_counter(); import oa_core; dt = time.perf_counter() - t; "
         f"import {', '.join(modules)}; from oa_core.plugins import PluginManager; "

@@ -182,6 +182,16 @@ def _fail(message: str) -> None:
         click.echo(f"error: {line}", err=True)
 
 
+def _missing_command(e: click.ClickException) -> str | None:
+    """For "No such command 'train'": the package that provides it, when that package is not installed."""
+    import re
+
+    from oa_core.packages import missing_package
+
+    found = re.match(r"No such command '([^']+)'", e.format_message())
+    return missing_package("command", found.group(1)) if found else None
+
+
 def _os_error(e: OSError) -> str:
     from pathlib import Path
 
@@ -208,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         ctx = getattr(e, "ctx", None)
         ctx_help = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx else ""
-        _fail(e.format_message() + ctx_help)
+        _fail(_missing_command(e) or e.format_message() + ctx_help)
         return USER_ERROR
     except ConfigError as e:
         if debug:

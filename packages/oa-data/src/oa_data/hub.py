@@ -16,7 +16,7 @@ def is_offline() -> bool:
     )
 
 
-def _looks_local(path: str) -> bool:
+def looks_local(path: str) -> bool:
     """A path meant as a local folder (absolute, relative with ./ or ~, or more than one '/')."""
     return path.startswith(("/", ".", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
 
@@ -26,7 +26,7 @@ def resolve_source(path: str, key: str) -> tuple[str, bool]:
     expanded = Path(path).expanduser()
     if expanded.is_dir():
         return str(expanded), True
-    if expanded.exists() or _looks_local(path):
+    if expanded.exists() or looks_local(path):
         what = "is not a folder" if expanded.exists() else "not found"
         raise OAError(f"{key}: local model folder '{path}' {what}", hint="check the path (a hub id looks like 'org/name')")
     return path, False

@@ -109,7 +109,7 @@ def truncation_problem(rule: str, text: bool) -> str | None:
 def check_data_config(cfg) -> list[tuple[str, str]]:
     """Rules between ``data:`` and the dataset entries (the ``check_config`` hook of oa-data)."""
     settings = cfg.section("data", DataSettings)
-    problems = _role_tag_problems(settings)
+    problems = _role_tag_problems(settings) + _path_problems(cfg, settings)
     for group in ("datasets", "eval_datasets"):
         for i, spec in enumerate(getattr(cfg, group)):
             key = f"{group}.{i}"
@@ -148,3 +148,50 @@ def _role_tag_problems(settings: DataSettings) -> list[tuple[str, str]]:
         return [("data.role_tag_mapping", "only turbo-style templates use it (set data.prefix_template and "
                  "data.suffix_template), so it would be ignored")]
     return [(f"data.role_tag_mapping.{key}", message) for key, message in role_tag_problems(settings.role_tag_mapping)]
+
+
+def _path_problems(cfg, settings: DataSettings) -> list[tuple[str, str]]:
+    """Local data files and tokenizer folders that are not there, and chat data for a tokenizer without a chat
+    template when none is configured (read from files only: nothing is loaded)."""
+    from pathlib import Path
+
+    from oa_core.errors import OAError
+    from oa_data.hub import looks_local
+    from oa_data.loading import data_files
+    from oa_data.tokenizer import any_chat
+
+    problems = []
+    for group in ("datasets", "eval_datasets"):
+        for i, spec in enumerate(getattr(cfg, group)):
+            if looks_local(spec.path) or Path(spec.path).suffix:
+                try:
+                    data_files(spec.path)
+                except OAError as e:
+                    problems.append((f"{group}.{i}.path", f"{e.message.removeprefix(spec.path + ': ')} ('{spec.path}', "
+                                     "relative to the working directory)"))
+    key, tok = ("tokenizer.path", cfg.tokenizer.path) if cfg.tokenizer.path else ("model.path", cfg.model.path if cfg.model else None)
+    folder = Path(tok).expanduser() if tok else None
+    if folder is None or not folder.is_dir():
+        if tok and looks_local(tok) and cfg.tokenizer.path:  # model.path is checked with the model
+            problems.append((key, f"local tokenizer folder '{tok}' not found"))
+        return problems
+    uses_tokenizer_template = not (settings.chat_template_jinja or settings.prefix_template) and settings.chat_template in (None, "tokenizer")
+    try:
+        chat = any_chat([*cfg.datasets, *cfg.eval_datasets])
+    except OAError:  # an unknown format is reported by the name check
+        chat = False
+    if chat and uses_tokenizer_template and not _has_chat_template(folder):
+        problems.append(("data.chat_template", f"the tokenizer in '{tok}' has no chat template; name one (chatml, llama-3, "
+                         "... : oa plugins list --kind chat_template) or give data.chat_template_jinja"))
+    return problems
+
+
+def _has_chat_template(folder) -> bool:
+    import json
+
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError):
+        return False

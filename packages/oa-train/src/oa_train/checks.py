@@ -3,19 +3,65 @@ reported before, with the key to change. Reads files only (a local model's ``con
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
+SFT_RECORDS = ("Conversation", "PromptCompletion", "Text")
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
 def check_run_config(cfg) -> list[tuple[str, str]]:
     from oa_train.sft.config import SFTConfig
+    from oa_train.training.config import LoopConfig
 
-    problems = _length_problems(cfg)
+    problems = _length_problems(cfg) + _model_problems(cfg)
     train = cfg.train
-    if isinstance(train, SFTConfig) and train.generation.num_samples and cfg.datasets and not cfg.eval_datasets:
-        problems.append(("train.generation.num_samples", "needs eval data (add eval_datasets, or set it to 0)"))
+    if isinstance(train, LoopConfig):
+        problems += [("train.report_to", f"'{name}' is not installed (pip install {TRACKERS[name]}, or report_to: none)")
+                     for name in train.report_to if name in TRACKERS and importlib.util.find_spec(name) is None]
+    if isinstance(train, SFTConfig):
+        if train.generation.num_samples and cfg.datasets and not cfg.eval_datasets:
+            problems.append(("train.generation.num_samples", "needs eval data (add eval_datasets, or set it to 0)"))
+        problems += _record_problems(cfg)
+    return problems
+
+
+def _model_problems(cfg) -> list[tuple[str, str]]:
+    """Local model and adapter folders that are not there (hub ids are checked when they load)."""
+    from oa_data.hub import looks_local
+
+    if cfg.model is None:
+        return []
+    problems = []
+    path = Path(cfg.model.path).expanduser()
+    if not path.is_dir() and (path.exists() or looks_local(cfg.model.path)):
+        problems.append(("model.path", f"local model folder '{cfg.model.path}' {'is not a folder' if path.exists() else 'not found'}"))
+    adapter = cfg.model.adapter_path
+    if adapter and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+        problems.append(("model.adapter_path", f"no adapter (adapter_config.json) in '{adapter}'"))
+    return problems
+
+
+def _record_problems(cfg) -> list[tuple[str, str]]:
+    """SFT and pretraining learn from conversations, prompt/completion pairs and text, not from preference pairs
+    or rankings (those are for the reward-model and preference methods)."""
+    from oa_core.errors import OAError
+    from oa_core.plugins import get_registry
+
+    problems = []
+    for group in ("datasets", "eval_datasets"):
+        for i, spec in enumerate(getattr(cfg, group)):
+            try:
+                record_type = get_registry().get("dataset_format", spec.format).record_type.__name__
+            except OAError:
+                continue  # an unknown format is reported by the name check
+            if record_type not in SFT_RECORDS:
+                problems.append((f"{group}.{i}.format", f"'{spec.format}' gives {record_type} records, which method "
+                                 f"'{cfg.method}' does not train on (it takes {', '.join(SFT_RECORDS)})"))
     return problems
 
 

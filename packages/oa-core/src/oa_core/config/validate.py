@@ -20,6 +20,7 @@ from oa_core.config.effective import redact
 from oa_core.config.layers import DEFAULT, apply_overrides, covers, flatten, load_layers
 from oa_core.config.settings import RegistryRef, RunConfig
 from oa_core.errors import ConfigError, OAError
+from oa_core.packages import missing_package
 from oa_core.plugins import Registry, get_registry
 
 
@@ -77,7 +78,7 @@ def validate_config(data: dict[str, Any], sources: dict[str, str], file: str, re
     try:
         model = config_model(registry, method if isinstance(method, str) else None)
     except OAError as e:
-        problems.append(f"{origin_file('method', sources, file)}: method: {e}")
+        problems.append(f"{origin_file('method', sources, file)}: method: {missing_package('method', method) or e}")
         model = config_model(registry)
         data = {k: v for k, v in data.items() if k not in ("method", "train")} | {"method": "?"}
     try:
@@ -222,7 +223,9 @@ def _schema_problems(err: ValidationError, model: type[BaseModel], sources: dict
         loc = tuple(p for p in e["loc"])
         key = ".".join(str(p) for p in loc)
         origin = origin_file(key, sources, file)
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and len(loc) == 1 and (missing := missing_package("config_section", key)):
+            out.append(f"{origin}: {key}: {missing}")
+        elif e["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             known = list(parent.model_fields) if parent else []
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
