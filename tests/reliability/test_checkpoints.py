@@ -23,7 +23,8 @@ def test_checkpoints_hold_no_pickles_and_resume_unpickles_nothing(run_config, tm
     ckpt = tmp_path / "run" / "checkpoints" / "checkpoint-2"
     names = {p.name for p in ckpt.iterdir()}
     assert names == {"model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json",
-                     "rng_0.json", "rng_0.safetensors", "trainer_state.json", "checkpoint.json"}
+                     "rng_0.json", "rng_0.safetensors", "trainer_state.json", "checkpoint.json", "config.json",
+                     "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
     final = weights(tmp_path / "run" / "model")
 
     (tmp_path / "run" / "checkpoints" / "checkpoint-4").rename(tmp_path / "lost")  # continue from step 2

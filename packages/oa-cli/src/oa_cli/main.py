@@ -177,7 +177,17 @@ def _add_plugin_commands() -> None:
                        f"commands: {type(e).__name__}: {e}", err=True)
 
 
+ERROR_FILE_ENV = "OA_ERROR_FILE"  # set by a launching `oa` for its worker processes
+
+
 def _fail(message: str) -> None:
+    """Print a user error; in a worker process started by `oa`, hand it to the launcher instead, which prints it
+    once for all workers."""
+    launcher = os.environ.get(ERROR_FILE_ENV)
+    if launcher:
+        with open(f"{launcher}.{os.environ.get('RANK', '0')}", "w", encoding="utf-8") as f:
+            f.write(message)
+        return
     for line in message.splitlines() or [message]:
         click.echo(f"error: {line}", err=True)
 

@@ -35,7 +35,7 @@ def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_
         env = launch_env(accelerate_config)  # refuses a preset this machine cannot run, before anything is created
         target = ["-m", "oa_cli.main", "train", config_file, *(a for o in overrides for a in ("--set", o))]
         with RunLock(loaded.config.output_dir):  # held for the workers (they see OA_RUN_LOCKED=1)
-            rc = launch(target, num_processes=num_processes, accelerate_config=accelerate_config, env=env).returncode
+            rc = launch(target, num_processes=num_processes, accelerate_config=accelerate_config, env=env)
         if rc:
             raise OAError(f"training failed in a worker process (exit code {rc})", hint="see the worker output above")
         return

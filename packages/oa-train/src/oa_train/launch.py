@@ -10,9 +10,11 @@ without it: DeepSpeed's CPU accelerator, over gloo (``run_sft`` names the backen
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from oa_core.errors import OAError
@@ -68,8 +70,57 @@ def launch_env(accelerate_config: str | None = None) -> dict[str, str]:
     return env
 
 
-def launch(target: list[str], *, num_processes: int, accelerate_config: str | None = None, env: dict | None = None,
-           **run_kwargs):
-    """Run the workers and wait; returns the ``subprocess.CompletedProcess`` of ``accelerate launch``."""
+def launch(target: list[str], *, num_processes: int, accelerate_config: str | None = None,
+           env: dict | None = None) -> int:
+    """Run the workers and wait; returns the exit code of ``accelerate launch``. A user error in the workers
+    (``OAError``) becomes one :class:`OAError` here (from the lowest rank that had one), without the launcher's
+    report of the failed workers."""
+    from oa_cli.main import ERROR_FILE_ENV
+
     cmd = launch_command(target, num_processes=num_processes, accelerate_config=accelerate_config)
-    return subprocess.run(cmd, env=env or launch_env(accelerate_config), **run_kwargs)
+    with tempfile.TemporaryDirectory(prefix="oa-launch-") as folder:
+        errors = Path(folder) / "error"
+        proc = subprocess.Popen(cmd, env={**(env or launch_env(accelerate_config)), ERROR_FILE_ENV: str(errors)},
+                                stderr=subprocess.PIPE)
+        relay_stderr(proc.stderr, sys.stderr.buffer, lambda: any(Path(folder).glob("error.*")))
+        code = proc.wait()
+        reported = sorted(Path(folder).glob("error.*"), key=lambda p: int(p.suffix[1:]))
+        if reported:
+            raise OAError(reported[0].read_text(encoding="utf-8"))
+    return code
+
+
+LAUNCHER_LOG = re.compile(rb"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ .*torch/distributed/")
+RANK_PREFIX = re.compile(rb"^\[rank\d+\]: ?")
+
+
+def relay_stderr(source, sink, user_error=lambda: False) -> None:
+    """Copy the workers' stderr as it comes (progress bars included), leaving out what torch's launcher reports
+    about failed workers (its log lines, and its ``ChildFailedError`` report, the last thing it prints) and, once
+    a worker has reported a user error (``user_error()``), the tracebacks of the workers that failed with it."""
+    held: list[bytes] = []  # a traceback block, until we know whose it is
+    launcher_report = False
+    for line in iter(source.readline, b""):
+        if launcher_report:
+            continue
+        bare = RANK_PREFIX.sub(b"", line)
+        if bare.startswith(b"Traceback (most recent call last):") or held:
+            held.append(line)
+            if bare[:1] not in (b" ", b"T", b"\n", b""):  # the exception line ends the block
+                launcher_report = _is_launcher(held)
+                if not launcher_report and not user_error():
+                    sink.write(b"".join(held))
+                    sink.flush()
+                held = []
+            continue
+        if not LAUNCHER_LOG.match(line) and not (user_error() and RANK_PREFIX.match(line)):
+            sink.write(line)
+            sink.flush()
+    if held and not _is_launcher(held) and not user_error():
+        sink.write(b"".join(held))
+        sink.flush()
+
+
+def _is_launcher(block: list[bytes]) -> bool:
+    text = b"".join(block)
+    return any(marker in text for marker in (b"ChildFailedError", b"torch/distributed/elastic", b"accelerate/commands/launch.py"))

@@ -58,7 +58,8 @@ def test_two_processes_with_accumulation_match_one_process_with_larger_batch(tmp
     assert logs[0][-1]["eval_tokens"] == logs[1][-1]["eval_tokens"]
     files = {p.name for p in (tmp_path / "two" / "checkpoints" / "checkpoint-2").iterdir()}
     assert files == {"model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json", "rng_0.json",
-                     "rng_0.safetensors", "rng_1.json", "rng_1.safetensors", "trainer_state.json", "checkpoint.json"}
+                     "rng_0.safetensors", "rng_1.json", "rng_1.safetensors", "trainer_state.json", "checkpoint.json",
+                     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
 
 
 @pytest.mark.slow
@@ -100,3 +101,30 @@ def test_deepspeed_preset_on_two_cpu_processes_matches_one_process_and_resumes(p
     resumed = weights(out / "model")
     assert resumed.keys() == w2.keys() and all(torch.equal(resumed[k], w2[k]) for k in w2)
     assert (out / "metrics.jsonl").read_text() == log
+
+
+def test_a_user_error_in_the_workers_is_one_line_once(tmp_path, tiny_model_dir, alpaca_seed, capfd):
+    """Every worker hits the same data error (every sample too long): one line, exit 2, no launcher traceback."""
+    _write_data(tmp_path, alpaca_seed)
+    cfg = _config(tmp_path, tiny_model_dir, "lossy", batch=1, accumulation=1)
+    assert main(["train", cfg, "--num-processes", "2", "--set", "data.max_length=40"]) == 2
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: train data: every sample was dropped"), err[-2000:]
+    assert "Traceback" not in err and "ChildFailedError" not in err
+
+
+def test_the_relay_keeps_worker_output_and_tracebacks_but_not_the_launchers_report():
+    import io
+
+    from oa_train.launch import relay_stderr
+
+    worker = b"sft:  50%|#####     | 1/2\rsft: 100%|##########| 2/2\n"
+    own = b"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: a bug\n"
+    launcher = (b"E1130 16:11:17.275000 6785 /x/torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: 1)\n"
+                b"Traceback (most recent call last):\n  File \"/x/accelerate/commands/launch.py\", line 1423, in <module>\n"
+                b"torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n====\noa_cli.main FAILED\n"
+                b"Root Cause (first observed failure):\n  time : 2026\n")
+    out = io.BytesIO()
+    relay_stderr(io.BytesIO(worker + own + launcher), out)
+    assert out.getvalue() == worker + own
