@@ -80,7 +80,9 @@ def test_missing_config_file(tmp_path, capsys, registry):
     assert code == 2 and err.strip() == f"error: {tmp_path / 'none.yaml'}: config file not found (hint: check the path)"
 
 
-def test_valid_config_and_set(tmp_path, capsys, registry):
+def test_valid_config_and_set(tmp_path, capsys, registry, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.jsonl").write_text("")  # data paths are checked
     path = tmp_path / "run.yaml"
     path.write_text(GOOD)
     code, out, _ = run(capsys, "config", "validate", str(path), "--set", "train.learning_rate=0.1")

@@ -33,6 +33,13 @@ LEADING_SPACE = [
 TRL_TEMPLATES = ("llama3", "qwen2_5", "gemma")  # gemma: no system message, alternating roles
 
 
+def _empty(folder):
+    """An empty data file: configs name real paths (they are checked), these tests never read it."""
+    path = folder / "empty.jsonl"
+    path.write_text("")
+    return path
+
+
 def trl_training_template(name: str) -> str:
     """A training template shipped with TRL (``{% generation %}`` around assistant output)."""
     return (importlib.resources.files("trl") / "chat_templates" / f"{name}_training.jinja").read_text()
@@ -104,7 +111,7 @@ def test_the_saved_tokenizer_keeps_the_markers(tmp_path, raw_tokenizers):
     path.write_text(yaml.safe_dump({"method": "sft", "model": {"path": "unused"},
                                     "data": {"chat_template_jinja": CHATML_GENERATION,
                                              "add_special_tokens": ["<|im_start|>", "<|im_end|>"]},
-                                    "datasets": [{"path": "unused.jsonl", "format": "openai"}]}))
+                                    "datasets": [{"path": str(_empty(tmp_path)), "format": "openai"}]}))
     cfg = load_config(path).config
     prepared = prepare_run_tokenizer(cfg, copy.deepcopy(raw_tokenizers["gpt2"]))
     prepared.tokenizer.save_pretrained(tmp_path / "saved")

@@ -110,6 +110,13 @@ ZEPHYR = (
 )
 
 
+def _empty(folder):
+    """An empty data file: configs name real paths (they are checked), these tests never read it."""
+    path = folder / "empty.jsonl"
+    path.write_text("")
+    return path
+
+
 @pytest.fixture(scope="module")
 def run_tokenizer(raw_tokenizers):
     """``run_tokenizer(name, family)``: the family's tokenizer with the built-in template's special tokens added, as a
@@ -506,7 +513,7 @@ def test_role_tag_mapping_keys_are_checked_at_config_time(tmp_path):
     def problems(data):
         path = tmp_path / "run.yaml"
         path.write_text(yaml.safe_dump({"method": "sft", "model": {"path": "unused"}, "data": data,
-                                        "datasets": [{"path": "unused.jsonl", "format": "turbo_chat"}]}))
+                                        "datasets": [{"path": str(_empty(tmp_path)), "format": "turbo_chat"}]}))
         with pytest.raises(ConfigError) as e:
             load_config(path)
         return [p.removeprefix(f"{path}: ") for p in e.value.problems]
@@ -702,7 +709,7 @@ def test_the_saved_tokenizer_renders_prompts_as_training_did(tmp_path, raw_token
 
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"method": "sft", "model": {"path": "unused"}, "data": data,
-                                    "datasets": [{"path": "unused.jsonl", "format": "openai"}]}))
+                                    "datasets": [{"path": str(_empty(tmp_path)), "format": "openai"}]}))
     cfg = load_config(path).config
     prepared = prepare_run_tokenizer(cfg, copy.deepcopy(raw_tokenizers[family]))
     prepared.tokenizer.save_pretrained(tmp_path / "saved")

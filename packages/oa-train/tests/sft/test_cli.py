@@ -13,6 +13,13 @@ from oa_cli.main import main
 from oa_train.launch import launch_command, launch_env
 
 
+def _empty(folder):
+    """An empty data file: configs name real paths (they are checked), these tests never read it."""
+    path = folder / "empty.jsonl"
+    path.write_text("")
+    return path
+
+
 def _write(tmp_path, doc) -> str:
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -76,7 +83,7 @@ def test_without_a_gpu_the_fsdp_preset_is_refused_not_run_as_ddp(tmp_path, monke
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     preset = repo_root / "examples" / "configs" / "accelerate" / "fsdp.yaml"
     config = _write(tmp_path, {"method": "sft", "output_dir": str(tmp_path / "run"), "model": {"path": "unused"},
-                               "datasets": [{"path": "unused.jsonl", "format": "alpaca"}]})
+                               "datasets": [{"path": str(_empty(tmp_path)), "format": "alpaca"}]})
     assert main(["train", config, "--num-processes", "2", "--accelerate-config", str(preset)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fsdp.yaml: FSDP runs on GPUs only" in err[0] and "ddp.yaml" in err[0]
@@ -186,7 +193,7 @@ def test_a_broken_accelerate_config_is_a_one_line_error(tmp_path, capsys):
     preset = tmp_path / "preset.yaml"
     preset.write_text("distributed_type: [\n")
     config = _write(tmp_path, {"method": "sft", "output_dir": str(tmp_path / "run"), "model": {"path": "unused"},
-                               "datasets": [{"path": "unused.jsonl", "format": "alpaca"}]})
+                               "datasets": [{"path": str(_empty(tmp_path)), "format": "alpaca"}]})
     assert main(["train", config, "--num-processes", "2", "--accelerate-config", str(preset)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{preset}:2:1: invalid YAML" in err[0]
