@@ -143,8 +143,9 @@ class RewardFunction:
 
 @dataclass(frozen=True)
 class Generator:
-    """A text-generation backend (``register_generators``): ``load(settings) -> engine``, where the engine
-    turns prompts and generation parameters into completions. ``options`` validates ``settings``."""
+    """A text-generation backend (``register_generators``): ``load(settings) -> Engine`` (see
+    :mod:`oa_core.generation`: prompts and :class:`~oa_core.generation.GenerationParams` in, completions out).
+    ``options`` is the settings model (a :class:`~oa_core.generation.GeneratorSettings` subclass)."""
 
     load: Callable[..., Any]
     description: str = ""

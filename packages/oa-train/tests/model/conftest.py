@@ -68,7 +68,7 @@ def model_dirs(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def _tokenizer(tokenizer_path):
     from oa_core.config import TokenizerSettings
-    from oa_train.model.provider import load_tokenizer
+    from oa_data.tokenizer import load_tokenizer
 
     return load_tokenizer(TokenizerSettings(path=tokenizer_path))
 
@@ -85,7 +85,7 @@ def tokenizer(_tokenizer):
 def load(model_dirs):
     """``load(name, **model_settings)``: the tiny model ``name`` through ``load_model``."""
     from oa_core.config import ModelSettings
-    from oa_train.model.provider import load_model
+    from oa_infer.models import load_model
 
     def _load(name: str, **kw):
         return load_model(ModelSettings(path=model_dirs[name], dtype="float32", **kw))

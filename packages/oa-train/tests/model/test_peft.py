@@ -4,16 +4,11 @@ import pytest
 import torch
 
 from oa_core.errors import OAError
-from oa_train.model.peft_setup import (
-    apply_peft,
-    load_adapter,
-    merge_adapter,
-    merge_and_save,
-    qlora_quantization,
-    save_adapter,
-)
+from oa_infer.merge import merge_adapter, merge_and_save
+from oa_infer.models import load_adapter, resize_embeddings
+from oa_train.model.peft_setup import apply_peft, qlora_quantization, save_adapter
 from oa_train.model.settings import NewToken, NewTokenSettings, PeftSettings
-from oa_train.model.tokens import add_new_tokens, resize_embeddings
+from oa_train.model.tokens import add_new_tokens
 
 IDS = torch.tensor([[1, 450, 4996, 17354, 1701, 29916, 2]])
 ADAPTER_MARKS = ("lora_", "prompt_encoder", "trainable_tokens_", "modules_to_save")
@@ -140,7 +135,8 @@ NEW = NewTokenSettings(
 @pytest.mark.parametrize("name", ["llama_untied", "llama_tied"])
 def test_new_token_rows_survive_save_load_and_merge(load, model_dirs, tokenizer, tmp_path, name):
     from oa_core.config import ModelSettings, TokenizerSettings
-    from oa_train.model.provider import load_model, load_tokenizer
+    from oa_data.tokenizer import load_tokenizer
+    from oa_infer.models import load_model
 
     model = load(name)
     ids = [t["id"] for t in add_new_tokens(model, tokenizer, NEW).values()]

@@ -5,7 +5,8 @@ import torch
 
 from oa_core.config import ModelSettings, TokenizerSettings
 from oa_core.errors import OAError
-from oa_train.model.provider import load_model, load_tokenizer
+from oa_data.tokenizer import load_tokenizer
+from oa_infer.models import load_model
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:

@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from oa_core.config import ModelSettings, load_config
+from oa_infer.models import load_adapter, load_model
 from oa_train.model import prepare_model
-from oa_train.model.peft_setup import apply_peft, load_adapter, qlora_quantization, save_adapter
-from oa_train.model.provider import load_model
+from oa_train.model.peft_setup import apply_peft, qlora_quantization, save_adapter
 from oa_train.model.settings import PeftSettings
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(

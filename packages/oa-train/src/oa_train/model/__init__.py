@@ -54,10 +54,10 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
     from oa_core.errors import OAError
     from oa_core.plugins import get_registry
     from oa_data.tokenizer import prepare_run_tokenizer
+    from oa_infer.models import check_adapter_path, load_adapter, load_model
     from oa_train.model.freezing import apply_freeze, trainable_report
     from oa_train.model.patcher import apply_patches
-    from oa_train.model.peft_setup import apply_peft, check_adapter_path, load_adapter, qlora_quantization
-    from oa_train.model.provider import load_model
+    from oa_train.model.peft_setup import apply_peft, qlora_quantization
     from oa_train.model.tokens import add_new_tokens
 
     settings = run_config.model

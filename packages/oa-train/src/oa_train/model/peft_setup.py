@@ -1,4 +1,5 @@
-"""PEFT through ``peft``: LoRA (rsLoRA, DoRA), QLoRA, prefix, prompt and P-tuning; save, load and merge."""
+"""PEFT through ``peft``: LoRA (rsLoRA, DoRA), QLoRA, prefix, prompt and P-tuning, and saving adapters (loading
+and merging them is in oa-infer: ``oa_infer.models``, ``oa_infer.merge``)."""
 
 from __future__ import annotations
 
@@ -166,28 +167,6 @@ def apply_peft(model, settings: PeftSettings | None, *, tokenizer=None, new_toke
         ) from None
 
 
-def check_adapter_path(path: str, key: str = "model.adapter_path") -> None:
-    if not (Path(path).expanduser() / "adapter_config.json").is_file():
-        raise OAError(
-            f"{key}: no adapter (adapter_config.json) in '{path}'",
-            hint="point to a folder written by save_adapter",
-        )
-
-
-def load_adapter(model, path: str, *, trainable: bool = True, key: str = "model.adapter_path"):
-    """Load the adapter saved at ``path`` onto ``model`` (whose embeddings already match the adapter's vocabulary)."""
-    from peft import PeftModel
-
-    check_adapter_path(path, key)
-    try:
-        return PeftModel.from_pretrained(model, str(Path(path).expanduser()), is_trainable=trainable)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise OAError(
-            f"{key}: cannot load the adapter in '{path}': {' '.join(str(e).split())[:200]}",
-            hint="was it trained on this base model and vocabulary?",
-        ) from None
-
-
 def save_adapter(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     """Save the adapter (with new-token rows) and the tokenizer into ``out_dir`` atomically."""
     with atomic_dir(out_dir) as tmp:
@@ -196,45 +175,3 @@ def save_adapter(model, tokenizer, out_dir: str | os.PathLike) -> Path:
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return Path(out_dir)
-
-
-def merge_and_save(model, tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Merge a LoRA adapter into the weights and save a plain model (safetensors) and tokenizer atomically."""
-    from peft import PeftModel
-
-    if getattr(model, "is_loaded_in_4bit", False):
-        raise OAError(
-            "peft.method: cannot merge into 4-bit weights",
-            hint="merge onto the unquantized base with merge_adapter(model_settings, adapter_path, out_dir)",
-        )
-    if isinstance(model, PeftModel):
-        if model.peft_config[model.active_adapter].is_prompt_learning:
-            raise OAError(
-                "peft.method: prompt-learning adapters cannot be merged into the weights",
-                hint="save the adapter instead",
-            )
-        model = model.merge_and_unload()
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-    return Path(out_dir)
-
-
-def merge_adapter(
-    model_settings, adapter_path: str, out_dir: str | os.PathLike, tokenizer_settings=None
-) -> Path:
-    """Load the unquantized base of ``model_settings``, apply the (Q)LoRA adapter at ``adapter_path``
-    (with its tokenizer and new-token rows) and save the merged model and tokenizer to ``out_dir``."""
-    from oa_core.config import TokenizerSettings
-    from oa_train.model.provider import load_model, load_tokenizer
-    from oa_train.model.tokens import resize_embeddings
-
-    check_adapter_path(adapter_path)
-    tok = tokenizer_settings or TokenizerSettings()
-    if tok.path is None and (Path(adapter_path).expanduser() / "tokenizer_config.json").is_file():
-        tok = tok.model_copy(update={"path": adapter_path})
-    tokenizer = load_tokenizer(tok, model_settings)
-    base = load_model(model_settings)
-    resize_embeddings(base, len(tokenizer))
-    return merge_and_save(load_adapter(base, adapter_path, trainable=False), tokenizer, out_dir)

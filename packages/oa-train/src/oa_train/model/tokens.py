@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from oa_core.errors import OAError
+from oa_infer.models import resize_embeddings
 from oa_train.model.settings import NewToken, NewTokenSettings
 
 
@@ -68,11 +69,3 @@ def add_new_tokens(model, tokenizer, settings: NewTokenSettings, added: Sequence
     report = {t.token: {"id": tokenizer.convert_tokens_to_ids(t.token), "init": "existing"} for t in settings.tokens}
     report |= {token: {"id": tokenizer.convert_tokens_to_ids(token), "init": rules[token]} for token in new}
     return report
-
-
-def resize_embeddings(model, num_tokens: int, pad_to_multiple_of: int | None = None) -> bool:
-    """Grow the input (and output) embeddings to ``num_tokens`` rows; False when they are large enough."""
-    if model.get_input_embeddings().weight.shape[0] >= num_tokens:
-        return False
-    model.resize_token_embeddings(num_tokens, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
-    return True

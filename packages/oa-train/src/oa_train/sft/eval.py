@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from oa_infer.metrics import text_metrics
 from oa_train.training.batching import IGNORE, collate, micro_batches, num_targets
 from oa_train.training.logprobs import LabelLogProbs
-from oa_train.training.metrics import text_metrics
 
 
 @torch.no_grad()

@@ -1,15 +1,16 @@
-"""Load tokenizers and models from a local folder or a hub id, safely (no remote code, safetensors)."""
+"""Load models (and adapters) from a local folder or a hub id, safely: safetensors only, no remote code unless
+asked (with a warning). Used for training (oa-train) and for inference."""
 
 from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 from typing import Any
 
 from oa_core.config import ModelSettings
 from oa_core.errors import OAError, warn
 from oa_data.hub import is_offline, load_error, resolve_source
-from oa_data.tokenizer import load_tokenizer  # noqa: F401  (re-exported for the model package)
 
 _OWN_KWARGS = (
     "trust_remote_code",
@@ -133,3 +134,33 @@ def load_model(model: ModelSettings, *, num_labels: int | None = None, quantizat
                 hint="use type causal for language models, seq_cls for classifiers/reward models",
             ) from None
         raise load_error("model.path", model.path, local, e) from None
+
+
+def resize_embeddings(model, num_tokens: int, pad_to_multiple_of: int | None = None) -> bool:
+    """Grow the input (and output) embeddings to ``num_tokens`` rows; False when they are large enough."""
+    if model.get_input_embeddings().weight.shape[0] >= num_tokens:
+        return False
+    model.resize_token_embeddings(num_tokens, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
+    return True
+
+
+def check_adapter_path(path: str, key: str = "model.adapter_path") -> None:
+    if not (Path(path).expanduser() / "adapter_config.json").is_file():
+        raise OAError(
+            f"{key}: no adapter (adapter_config.json) in '{path}'",
+            hint="point to a folder written by save_adapter",
+        )
+
+
+def load_adapter(model, path: str, *, trainable: bool = True, key: str = "model.adapter_path"):
+    """Load the adapter saved at ``path`` onto ``model`` (whose embeddings already match the adapter's vocabulary)."""
+    from peft import PeftModel
+
+    check_adapter_path(path, key)
+    try:
+        return PeftModel.from_pretrained(model, str(Path(path).expanduser()), is_trainable=trainable)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise OAError(
+            f"{key}: cannot load the adapter in '{path}': {' '.join(str(e).split())[:200]}",
+            hint="was it trained on this base model and vocabulary?",
+        ) from None
