@@ -64,7 +64,6 @@ def test_the_shipped_preference_and_ranked_samples(tmp_path, raw_tokenizers, rep
 
     import yaml
 
-    from oa_core.config import load_config
     from oa_data.candidates import prepare_candidates
     from oa_data.tokenizer import prepare_run_tokenizer
 
@@ -82,5 +81,5 @@ def test_the_shipped_preference_and_ranked_samples(tmp_path, raw_tokenizers, rep
     split = prepare_candidates(cfg, prepare_run_tokenizer(cfg, copy.deepcopy(raw_tokenizers["llama"])), progress=False)
     assert split.records == 300 + 207 and len(split.rows) == 507
     assert all(len(r["prompt_input_ids"]) + max(map(len, r["candidate_input_ids"])) <= 512 for r in split.rows)
-    assert {len(r["candidate_input_ids"]) for r in split.rows[:300]} == {2}  # pairs, then rankings of 2 to 5 replies
-    assert max(len(r["candidate_input_ids"]) for r in split.rows[300:]) >= 3
+    sizes = [len(r["candidate_input_ids"]) for r in split.rows]  # pairs, and rankings of 2 to 5 replies
+    assert sizes.count(2) >= 300 and max(sizes) >= 3
