@@ -65,6 +65,7 @@ def test_llama_rope_and_fused_ce(device):
     patched, out, description = _compare("llama", patches.apply_all, device)
     assert "rope: transformers.models.llama.modeling_llama" in description
     assert "geglu: skipped" in description and "gelu: skipped" in description  # SiLU model
+    assert "swiglu: 2 SwiGLU MLPs" in description and "rmsnorm: 5 RMSNorm layers" in description
     assert out.logits is None  # the fused loss never builds logits
     import transformers.models.llama.modeling_llama as llama
 

@@ -1,4 +1,5 @@
-"""Triton kernels for oa: GELU/GeGLU, RoPE and fused linear cross-entropy, with PyTorch fallbacks.
+"""Triton kernels for oa: GELU/GeGLU, SwiGLU, RMSNorm, RoPE and fused linear cross-entropy, with PyTorch
+fallbacks.
 
 Importing this package loads no torch; the functions below load their module on first use.
 """
@@ -12,6 +13,9 @@ _EXPORTS = {
     "bias_gelu": "oa_kernels.activations",
     "geglu": "oa_kernels.activations",
     "GELU": "oa_kernels.activations",
+    "swiglu": "oa_kernels.activations",
+    "rms_norm": "oa_kernels.rmsnorm",
+    "RMSNorm": "oa_kernels.rmsnorm",
     "apply_rope": "oa_kernels.rope",
     "fused_linear_cross_entropy": "oa_kernels.linear_ce",
 }

@@ -1,6 +1,7 @@
-"""GELU (exact erf and tanh), bias+GELU and GeGLU ``gelu(a) * b``: Triton forward/backward + autograd.
+"""GELU (exact erf and tanh), bias+GELU, GeGLU ``gelu(a) * b`` and SwiGLU ``silu(a) * b``: Triton
+forward/backward + autograd.
 
-One elementwise forward kernel and one backward kernel cover the three ops through constexpr flags.
+One elementwise forward kernel and one backward kernel cover the four ops through constexpr flags.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
 
 @triton.jit
-def _gelu_and_grad(x, TANH: tl.constexpr):
-    """gelu(x) and gelu'(x) in fp32; tanh form as x*sigmoid(2z) (no cancellation, no libdevice)."""
-    if TANH:
+def _gelu_and_grad(x, TANH: tl.constexpr, SILU: tl.constexpr):
+    """gelu(x) and gelu'(x) in fp32 (tanh form as x*sigmoid(2z): no cancellation, no libdevice); or, with SILU,
+    silu(x) = x*sigmoid(x) and its derivative."""
+    if SILU:
+        s = tl.sigmoid(x)
+        y = x * s
+        dy = s * (1.0 + x * (1.0 - s))
+    elif TANH:
         z2 = 2.0 * SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
         s = tl.sigmoid(z2)
         y = x * s
@@ -36,29 +42,29 @@ def _gelu_and_grad(x, TANH: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(a_ptr, b_ptr, bias_ptr, out_ptr, n, ncols,
-                TANH: tl.constexpr, HAS_MUL: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+def _fwd_kernel(a_ptr, b_ptr, bias_ptr, out_ptr, n, ncols, TANH: tl.constexpr, SILU: tl.constexpr,
+                HAS_MUL: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         a += tl.load(bias_ptr + offs % ncols, mask=mask, other=0.0).to(tl.float32)
-    y, _ = _gelu_and_grad(a, TANH)
+    y, _ = _gelu_and_grad(a, TANH, SILU)
     if HAS_MUL:
         y = y * tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _bwd_kernel(dy_ptr, a_ptr, b_ptr, bias_ptr, da_ptr, db_ptr, n, ncols,
-                TANH: tl.constexpr, HAS_MUL: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+def _bwd_kernel(dy_ptr, a_ptr, b_ptr, bias_ptr, da_ptr, db_ptr, n, ncols, TANH: tl.constexpr, SILU: tl.constexpr,
+                HAS_MUL: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         a += tl.load(bias_ptr + offs % ncols, mask=mask, other=0.0).to(tl.float32)
-    g, dg = _gelu_and_grad(a, TANH)
+    g, dg = _gelu_and_grad(a, TANH, SILU)
     if HAS_MUL:
         b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(db_ptr + offs, (dy * g).to(db_ptr.dtype.element_ty), mask=mask)
@@ -71,14 +77,16 @@ def _launch(kernel, n, *args, **flags):
 
 
 class _GeluFunction(torch.autograd.Function):
-    """``gelu(a [+ bias]) [* b]``; saves only the inputs and recomputes gelu in backward."""
+    """``act(a [+ bias]) [* b]`` (act: gelu erf/tanh, or silu); saves only the inputs and recomputes act in
+    backward."""
 
     @staticmethod
     def forward(ctx, a, b, bias, approximate):
         a = a.contiguous()
         b = b.contiguous() if b is not None else None
         out = torch.empty_like(a)
-        flags = dict(TANH=approximate == "tanh", HAS_MUL=b is not None, HAS_BIAS=bias is not None)
+        flags = dict(TANH=approximate == "tanh", SILU=approximate == "silu", HAS_MUL=b is not None,
+                     HAS_BIAS=bias is not None)
         ncols = a.shape[-1]
         _launch(_fwd_kernel, a.numel(), a, b if b is not None else a, bias if bias is not None else a, out,
                 a.numel(), ncols, **flags)
@@ -121,6 +129,14 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> to
     if gate.dtype != up.dtype or not use_triton(gate, up):
         return reference.geglu(gate, up, approximate)
     return _GeluFunction.apply(gate, up, None, approximate)
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` (SwiGLU MLPs: Llama, Mistral, Qwen ...)."""
+    check_same_shape("swiglu", gate, up)
+    if gate.dtype != up.dtype or not use_triton(gate, up):
+        return reference.swiglu(gate, up)
+    return _GeluFunction.apply(gate, up, None, "silu")
 
 
 class GELU(torch.nn.Module):

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from oa_core.errors import OAError
 from oa_core.extensions import PatchResult
 from oa_kernels import architectures, reference
-from oa_kernels.activations import GELU, bias_gelu, geglu, gelu
+from oa_kernels.activations import GELU, bias_gelu, geglu, gelu, swiglu
 from oa_kernels.linear_ce import fused_linear_cross_entropy
+from oa_kernels.rmsnorm import rms_norm
 from oa_kernels.rope import hf_apply_rotary_pos_emb
 from oa_kernels.selftest import ACTIVE, log_active, relative_error, run_self_test, test_device
 from oa_kernels.settings import settings_from
@@ -151,6 +152,73 @@ def apply_geglu(model, **options) -> PatchResult:
     return _finish("geglu", f"{len(mlps)} GeGLU ({names}) MLPs")
 
 
+# ---------------------------------------------------------------- SwiGLU
+
+
+def _swiglu_mlp_forward(self, x):
+    return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+def _is_silu(module) -> bool:
+    from transformers import activations as act
+
+    return type(module) in (torch.nn.SiLU, getattr(act, "SiLUActivation", torch.nn.SiLU))
+
+
+def apply_swiglu(model, **options) -> PatchResult:
+    settings = settings_from(options)
+    if not settings.swiglu:
+        return _off("swiglu")
+    mlps = [m for m in model.modules() if all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn"))
+            and _is_silu(m.act_fn)]
+    if not mlps:
+        raise OAError(f"kernels.swiglu: no gated SiLU MLP in this {_model_type(model)} model",
+                      hint="SwiGLU needs gate_proj/up_proj/down_proj with a SiLU act_fn; drop the patch")
+
+    def check(device):
+        shape = (TEST_ROWS, mlps[0].gate_proj.out_features)
+        a, b = (torch.randn(shape, device=device, dtype=_dtype(model)) * 3 for _ in range(2))
+        return relative_error(swiglu(a, b), reference.swiglu(a, b))
+
+    if not run_self_test("swiglu", settings, test_device(model), check):
+        return _finish("swiglu", "not applied", applied=False)
+    for m in mlps:
+        m.forward = types.MethodType(_swiglu_mlp_forward, m)
+    return _finish("swiglu", f"{len(mlps)} SwiGLU MLPs")
+
+
+# ---------------------------------------------------------------- RMSNorm
+
+
+def _rmsnorm_forward(self, x):
+    return rms_norm(x, self.weight, self.variance_epsilon)
+
+
+def apply_rmsnorm(model, **options) -> PatchResult:
+    settings = settings_from(options)
+    if not settings.rmsnorm:
+        return _off("rmsnorm")
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")
+             and isinstance(getattr(m, "weight", None), torch.nn.Parameter) and m.weight.dim() == 1]
+    if not norms:
+        raise OAError(f"kernels.rmsnorm: no Llama-style RMSNorm in this {_model_type(model)} model",
+                      hint="the kernel computes weight * x/rms(x) with a `variance_epsilon`; drop the patch")
+    original = type(norms[0]).forward
+
+    def check(device):
+        norm = copy.deepcopy(norms[0]).to(device)
+        with torch.no_grad():
+            norm.weight.normal_()
+        x = torch.randn(TEST_ROWS, norm.weight.shape[0], device=device, dtype=_dtype(model)) * 3
+        return relative_error(rms_norm(x, norm.weight, norm.variance_epsilon), original(norm, x))
+
+    if not run_self_test("rmsnorm", settings, test_device(model), check):
+        return _finish("rmsnorm", "not applied", applied=False)
+    for m in norms:
+        m.forward = types.MethodType(_rmsnorm_forward, m)
+    return _finish("rmsnorm", f"{len(norms)} RMSNorm layers")
+
+
 # ---------------------------------------------------------------- RoPE
 
 
@@ -267,7 +335,8 @@ def apply_fused_linear_ce(model, **options) -> PatchResult:
                    provides={"linear_ce": linear_ce})
 
 
-APPLY = {"geglu": apply_geglu, "gelu": apply_gelu, "rope": apply_rope, "fused_linear_ce": apply_fused_linear_ce}
+APPLY = {"geglu": apply_geglu, "gelu": apply_gelu, "swiglu": apply_swiglu, "rmsnorm": apply_rmsnorm, "rope": apply_rope,
+         "fused_linear_ce": apply_fused_linear_ce}
 
 
 def apply_all(model, **options) -> PatchResult:

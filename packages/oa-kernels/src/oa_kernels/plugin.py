@@ -14,6 +14,8 @@ from oa_kernels.settings import KernelsSettings
 PATCHES = {
     "kernels.gelu": ("apply_gelu", "gelu", "Triton GELU (erf or tanh, as the model uses) and bias+GELU"),
     "kernels.geglu": ("apply_geglu", "geglu", "Triton GeGLU MLP activation gelu(gate) * up"),
+    "kernels.swiglu": ("apply_swiglu", "swiglu", "Triton SwiGLU MLP activation silu(gate) * up"),
+    "kernels.rmsnorm": ("apply_rmsnorm", "rmsnorm", "Triton RMSNorm (Llama's: fp32 statistics, input-dtype output)"),
     "kernels.rope": ("apply_rope", "rope", "Triton rotary embedding of q and k in one launch"),
     "kernels.fused_linear_ce": ("apply_fused_linear_ce", "fused_linear_ce",
                                 "LM head + cross-entropy in chunks, never the full-vocab logits"),

@@ -20,6 +20,17 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> to
     return F.gelu(gate, approximate=approximate) * up
 
 
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return F.silu(gate) * up
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """HF's Llama RMSNorm: normalise in fp32, back to the input dtype, then scale by ``weight``."""
+    hidden = x.float()
+    hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * hidden.to(x.dtype)
+
+
 def rope_angles(position_ids: torch.Tensor, inv_freq: torch.Tensor, scaling: float = 1.0):
     """HF-style ``(cos, sin)`` of shape (B, S, rotary_dim) from positions (B, S) and inv_freq (rotary_dim/2)."""
     freqs = position_ids[..., None].float() * inv_freq.float()

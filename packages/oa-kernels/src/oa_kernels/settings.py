@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oa_core.errors import OAError
 
-KERNELS = ("gelu", "geglu", "rope", "fused_linear_ce")
+KERNELS = ("gelu", "geglu", "swiglu", "rmsnorm", "rope", "fused_linear_ce")
 
 
 class KernelsSettings(BaseModel):
@@ -19,6 +19,10 @@ class KernelsSettings(BaseModel):
                        "also by kernels.all")
     geglu: bool = Field(True, description="GeGLU MLPs gelu(gate)*up (kernels.geglu); false: left as they are, "
                         "also by kernels.all")
+    swiglu: bool = Field(True, description="SwiGLU MLPs silu(gate)*up (kernels.swiglu): on switches the kernel on "
+                         "where the patch is applied")
+    rmsnorm: bool = Field(True, description="RMSNorm layers, computed as Llama's (kernels.rmsnorm): on switches the "
+                          "kernel on where the patch is applied")
     rope: bool = Field(True, description="rotary embeddings of q and k (kernels.rope); false: left as they are, "
                        "also by kernels.all")
     fused_linear_ce: bool = Field(True, description="LM head + cross-entropy without full logits "
