@@ -182,7 +182,7 @@ def _annotated(info: FieldInfo) -> Any:
 def render(registry: Registry, distributions: dict[str, bool] | None = None) -> str:
     """docs/config.md for the plugins of ``registry`` that come from ``distributions`` (default: this repository's)."""
     distributions = repo_distributions() if distributions is None else distributions
-    loaded = {e.provider.distribution for e in registry.entries()}
+    loaded = {p.distribution for p in registry.providers}
     missing = sorted(d for d, registers in distributions.items() if registers and d not in loaded)
     if missing:
         raise SystemExit(f"not loaded: {', '.join(missing)} (install every package of the repository, "

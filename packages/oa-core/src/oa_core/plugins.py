@@ -61,6 +61,7 @@ class Registry:
         self.duplicates: dict[tuple[str, str], list[Provider]] = {}
         self.failures: list[Failure] = []
         self.config_checks: list[tuple[Provider, Any]] = []  # check_config implementations
+        self.providers: list[Provider] = []  # every loaded plugin, also those that register nothing
 
     def check_config(self, config: Any) -> list[tuple[str, str]]:
         """``(key.path, message)`` problems from every ``check_config`` implementation; one that raises
@@ -196,6 +197,7 @@ class PluginManager:
                 except Exception as e:
                     reg.failures.append(Failure(provider.plugin, provider.distribution, hook_name, _one_line(e)))
         reg.config_checks = [(provider, impl.function) for impl, provider in self.hook_impls("check_config")]
+        reg.providers = list(self.providers.values())
         return reg
 
 
