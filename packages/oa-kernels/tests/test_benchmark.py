@@ -48,3 +48,9 @@ def test_main_needs_a_gpu(bench, capsys):
         pytest.skip("has a GPU")
     assert bench.main(["--out", "unused"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_speedups_compare_against_the_automatic_plan_not_a_forced_variant(bench):
+    rows = [bench.Row("ce", "ours", ms=2.0, note="plan: auto"), bench.Row("ce", "ours", ms=4.0, note="forced"),
+            bench.Row("ce", "eager", ms=3.0)]
+    assert bench.speedups(rows, "ce") == {"eager": 1.5}

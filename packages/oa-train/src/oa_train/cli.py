@@ -24,13 +24,14 @@ def train(config_file: str, overrides: tuple[str, ...], resume: str | None, num_
           accelerate_config: str | None) -> None:
     """Train as CONFIG says (method: sft, pretrain, ...); writes into its output_dir."""
     from oa_core.config import load_config
-    from oa_train.launch import in_worker, launch, launch_env
+    from oa_train.launch import check_gpus, in_worker, launch, launch_env
     from oa_train.training.loop import train as train_loop
     from oa_train.training.output_dir import RunLock, check_output_dir
 
     overrides = [*overrides, *([f"train.resume_from={resume}"] if resume else [])]
     loaded = load_config(config_file, overrides)  # validate before starting any worker
     if (num_processes > 1 or accelerate_config) and not in_worker():
+        check_gpus(num_processes)
         check_output_dir(loaded.config)
         env = launch_env(accelerate_config)  # refuses a preset this machine cannot run, before anything is created
         target = ["-m", "oa_cli.main", "train", config_file, *(a for o in overrides for a in ("--set", o))]

@@ -54,6 +54,17 @@ def preset_type(accelerate_config: str | None) -> str | None:
     return read_config_file(Path(accelerate_config)).get("distributed_type")
 
 
+def check_gpus(num_processes: int) -> None:
+    """One process per GPU: asking for more processes than this machine has GPUs is refused (the extra workers
+    would die with "GPU device may be out of range"). Without a GPU the workers run on the CPU."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if 0 < gpus < num_processes:
+        raise OAError(f"--num-processes {num_processes}: this machine has {gpus} GPU{'s' if gpus > 1 else ''}",
+                      hint=f"use --num-processes {gpus} or fewer (one process per GPU)")
+
+
 def launch_env(accelerate_config: str | None = None) -> dict[str, str]:
     import torch
 

@@ -220,3 +220,40 @@ def test_a_lora_checkpoint_is_a_loadable_adapter(tmp_path, tiny_model_dir, alpac
         at_1 = AutoPeftModelForCausalLM.from_pretrained(out / "checkpoints" / "checkpoint-1")(input_ids=ids).logits
     torch.testing.assert_close(at_2, final)
     assert not torch.allclose(at_1, final)
+
+
+def test_more_processes_than_gpus_is_refused(monkeypatch, tmp_path, capsys, alpaca_seed):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    config = _write(tmp_path, {"method": "sft", "output_dir": str(tmp_path / "run"), "model": {"path": "unused"},
+                               "datasets": [{"path": str(alpaca_seed), "format": "alpaca"}],
+                               "data": {"chat_template": "chatml"}})
+    assert main(["train", config, "--num-processes", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --num-processes 2: this machine has 1 GPU (hint: use --num-processes 1 or fewer (one process "
+                   "per GPU))"]
+
+
+def test_packed_rows_default_to_flex_attention_on_a_gpu(monkeypatch, tiny_model_dir):
+    from oa_core.config import ModelSettings
+    from oa_train.model import default_attention
+
+    class Config:
+        def __init__(self, **data):
+            from oa_data.settings import DataSettings
+
+            self.data = DataSettings(**data)
+
+        def section(self, name, model):
+            return self.data
+
+    packed, model = Config(packing=True), ModelSettings(path=tiny_model_dir)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_attention(packed, model)[0].attn_implementation == "flex_attention"
+    assert default_attention(Config(packing=False), model)[0].attn_implementation is None
+    pose = Config(packing=True, pose={"max_context_len": 64})
+    assert default_attention(pose, model)[0].attn_implementation is None  # PoSE rows carry their own mask
+    chosen = model.model_copy(update={"attn_implementation": "sdpa"})
+    assert default_attention(packed, chosen) == (chosen, "sdpa")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_attention(packed, model)[0].attn_implementation is None

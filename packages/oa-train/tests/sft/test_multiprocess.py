@@ -18,6 +18,14 @@ from oa_cli.main import main
 pytestmark = pytest.mark.multiprocess
 
 
+@pytest.fixture(autouse=True)
+def _cpu_workers_below_two_gpus(monkeypatch):
+    """These tests run 2 processes: on a machine with fewer than 2 GPUs they run on the CPU (gloo)."""
+    if torch.cuda.is_available() and torch.cuda.device_count() < 2:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 def _config(tmp_path, model_dir, name, batch, accumulation, **train) -> str:
     doc = {
         "method": "sft", "seed": 3, "output_dir": str(tmp_path / name), "model": {"path": model_dir, "dtype": "float32"},

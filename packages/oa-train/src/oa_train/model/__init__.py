@@ -83,6 +83,7 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
     run_tokenizer = run_tokenizer or prepare_run_tokenizer(run_config)
     tokenizer = run_tokenizer.tokenizer
     quantization = qlora_quantization(peft) if peft.method == "qlora" else None
+    settings, attention_note = default_attention(run_config, settings)
     model = load_model(settings, num_labels=num_labels, quantization=quantization)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -111,11 +112,37 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
         "patches": patches,
         "new_tokens": new_tokens_report,
         "eos_token_id": stop_ids,
+        "attn_implementation": attention_note,
         "trainable": report.to_dict(),
     }
     if model.get_input_embeddings().weight.shape[0] > rows:
         manifest["resized_embeddings_to"] = len(tokenizer)
     return PreparedModel(model, run_tokenizer, manifest, provides)
+
+
+def default_attention(run_config, settings):
+    """``model.attn_implementation`` when the config names none: for packed rows on a GPU, flex attention with a
+    block mask per packed row (attention only within each sample, no padding), which runs about twice as fast as
+    sdpa's masked full attention over the row; the model's own default otherwise. Returns the settings to load
+    with and a note for the manifest."""
+    import torch
+
+    from oa_data.settings import DataSettings
+
+    if settings.attn_implementation:
+        return settings, settings.attn_implementation
+    data = run_config.section("data", DataSettings)
+    if data.packing and data.pose is None and torch.cuda.is_available() and _flex_available():
+        return settings.model_copy(update={"attn_implementation": "flex_attention"}), "flex_attention (packed rows)"
+    return settings, "the model's default"
+
+
+def _flex_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def stop_at_end_of_turn(model, run_tokenizer) -> list[int]:

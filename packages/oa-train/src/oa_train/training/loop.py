@@ -45,7 +45,7 @@ from oa_train.training.runtime import (
     save_final,
     write_manifest,
 )
-from oa_train.training.state import load_training_state, save_training_state
+from oa_train.training.state import SHARDED, load_training_state, save_training_state
 from oa_train.training.tracking import RunLog, trackers
 
 Callback = Callable[[int, dict], None]  # (step, logged record) after every optimizer step and its checkpoint
@@ -198,6 +198,8 @@ class Loop:
     def _build_optimizer(self) -> None:
         tc = self.tc
         fill_deepspeed_values(self.accelerator, tc)
+        if self.accelerator.distributed_type not in SHARDED and not getattr(self.model, "hf_device_map", None):
+            self.model.to(self.accelerator.device)  # on its device first: AdamW's fused kernel needs it
         optimizer = build_optimizer(self.model, tc.optimizer, tc.learning_rate, tc.weight_decay, tc.adam_betas,
                                     tc.adam_epsilon)
         self.scheduler = build_scheduler(optimizer, tc.lr_scheduler, self.schedule.warmup_steps,

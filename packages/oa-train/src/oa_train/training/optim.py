@@ -14,9 +14,11 @@ def param_groups(model, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model, name: str, lr: float, weight_decay: float, betas: tuple[float, float], eps: float):
+    """``adamw`` runs PyTorch's fused kernel (one launch for all parameters) when every parameter is on a GPU."""
     groups = param_groups(model, weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr)  # plain SGD
     if name == "adafactor":
