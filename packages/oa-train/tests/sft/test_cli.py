@@ -257,3 +257,13 @@ def test_packed_rows_default_to_flex_attention_on_a_gpu(monkeypatch, tiny_model_
     assert default_attention(packed, chosen) == (chosen, "sdpa")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_attention(packed, model)[0].attn_implementation is None
+
+
+def test_kernels_are_on_by_default_on_a_gpu_only(monkeypatch):
+    from oa_core.plugins import get_registry
+    from oa_train.model import default_patches
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_patches(get_registry()) == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_patches(get_registry()) == ["kernels.all"]

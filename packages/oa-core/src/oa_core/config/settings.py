@@ -50,8 +50,9 @@ class ModelSettings(_Strict):
     random_init: bool = Field(
         False, description="build the model from the folder's config.json with random weights (seeded by `seed`)"
     )
-    patches: list[Annotated[str, RegistryRef("model_patch")]] = Field(
-        default_factory=list, description="model patches to apply, by name (oa plugins list --kind model_patch)")
+    patches: list[Annotated[str, RegistryRef("model_patch")]] | None = Field(
+        None, description="model patches to apply, by name (oa plugins list --kind model_patch); [] for none. Not set: "
+        "kernels.all on a GPU when oa-kernels is installed (each kernel self-tests and falls back), none on a CPU")
 
 
 class TokenizerSettings(_Strict):

@@ -94,7 +94,9 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
             "new_tokens: a saved adapter (model.adapter_path) cannot get new tokens, their rows would not train",
             hint="list only tokens the adapter already has, or train a new adapter",
         )
-    patches, provides = apply_patches(model, settings.patches, registry or get_registry(), patch_options(run_config))
+    registry = registry or get_registry()
+    names = settings.patches if settings.patches is not None else default_patches(registry)
+    patches, provides = apply_patches(model, names, registry, patch_options(run_config, names))
     if adapter:
         model = load_adapter(model, adapter, trainable=True)
     elif peft.method != "none":
@@ -161,11 +163,19 @@ def stop_at_end_of_turn(model, run_tokenizer) -> list[int]:
     return ids
 
 
-def patch_options(run_config) -> dict[str, dict]:
-    """Options of each patch in ``model.patches``: a patch named ``<section>.<name>`` (e.g.
+def default_patches(registry) -> list[str]:
+    """The patches when ``model.patches`` is not set: ``kernels.all`` on a GPU where oa-kernels is installed."""
+    import torch
+
+    return ["kernels.all"] if torch.cuda.is_available() and "kernels.all" in registry.names("model_patch") else []
+
+
+def patch_options(run_config, names: list[str] | None = None) -> dict[str, dict]:
+    """Options of each patch in ``names`` (default ``model.patches``): a patch named ``<section>.<name>`` (e.g.
     ``kernels.rope``) gets the fields of the run config's ``<section>:`` section, when it is set."""
     out = {}
-    for name in run_config.model.patches if run_config.model else []:
+    names = names if names is not None else (run_config.model.patches or []) if run_config.model else []
+    for name in names:
         section = getattr(run_config, name.split(".", 1)[0], None) if "." in name else None
         if section is not None and hasattr(section, "model_dump"):
             out[name] = section.model_dump()
