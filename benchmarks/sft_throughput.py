@@ -1,15 +1,25 @@
-"""Packed SFT training throughput: oa's SFT recipe vs TRL's SFTTrainer (same model, data, batch, precision).
+"""Packed SFT training throughput: oa's SFT method vs TRL's SFTTrainer (same model, data, batch, precision).
 
     python benchmarks/sft_throughput.py --out DIR                 # GPU: Qwen2.5-0.5B-like model, 2048 tokens
+    python benchmarks/sft_throughput.py --shape llama1b --max-length 4096 --batch 2 \
+        --variants oa-default,oa@sdpa,trl@flex_attention,trl+liger@flex_attention --out DIR
     python benchmarks/sft_throughput.py --tiny --out DIR          # CPU smoke test (tiny model, few steps)
 
 Each variant runs in its own process (the RoPE patch swaps a function process-wide; peak memory starts
-from zero), in this order: ``oa``, ``trl``, ``oa+kernels`` (``model.patches: [kernels.rope,
-kernels.fused_linear_ce]``), then ``oa`` again (``--repeat``) to show the run-to-run spread.
+from zero), in the order given. A variant is ``NAME[@ATTENTION]`` (ATTENTION overrides ``--attn``):
 
-Model: randomly initialised from a local config (``qwen2``: hidden 896, 24 layers, 14 heads / 2 KV heads,
-MLP 4864, tied embeddings -- Qwen2.5-0.5B's shape with the 32000-token llama2-sp vocabulary, plus the
-chatml tokens the pipeline adds), bf16 weights with bf16 autocast, attention ``sdpa``.
+- ``oa-default``: oa as a user gets it without flags: no ``model.patches`` and no ``attn_implementation`` in the
+  config (on a GPU: ``kernels.all`` and flex attention for packed rows);
+- ``oa``: no patches; ``oa+kernels``: ``model.patches: [kernels.all]``;
+- ``trl``: TRL's SFTTrainer; ``trl+liger``: the same with ``use_liger_kernel=True`` (Liger's RoPE, RMSNorm,
+  SwiGLU and fused linear cross-entropy);
+- ``--repeat`` runs the first oa variant again at the end to show the run-to-run spread.
+
+Models (``--shape``), randomly initialised from a local config with the 32000-token llama2-sp vocabulary (plus
+the chatml tokens the pipeline adds) unless the shape says otherwise: ``qwen0.5b`` (``qwen2``: hidden 896, 24
+layers, 14 heads / 2 KV heads, MLP 4864, tied embeddings), ``llama1b`` (Llama-3.2-1B: hidden 2048, 16 layers,
+32 heads / 8 KV heads, MLP 8192, tied embeddings), ``llama1b-128k`` (the same with a 128,256-row LM head, as
+Llama 3's vocabulary). bf16 weights with bf16 autocast.
 Data: examples/data/oasst/en_100_tree.jsonl (oasst.sft) + alpaca seed tasks, chatml, max_length 2048,
 tokenized by oa-data. oa packs them with its pipeline (``data.packing``); TRL gets the same tokenized,
 unpacked samples (``input_ids`` + ``labels``) and packs them itself (``packing=True``, its default
@@ -25,7 +35,10 @@ MFU = (6 * N * T + A) / (t * 989e12): N = parameters in matrix products (all par
 input embedding; the tied LM head counted once as a product), T = tokens (all positions, supervised or
 not), A = causal attention products = 12 * layers * heads * head_dim * sum over tokens of (position + 1)
 (QK^T and AV, forward + 2x backward, each query attending its own sample's earlier tokens), t = step time,
-989 TFLOP/s = H100 SXM bf16 dense peak.
+989 TFLOP/s = the bf16 dense peak of an H100 SXM and of an H200.
+
+Ratios are printed against every TRL variant that ran (``X / trl+liger@flex_attention: ...``), each naming the
+two rows it compares.
 """
 
 from __future__ import annotations
@@ -40,29 +53,43 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-H100_BF16_PEAK = 989e12
+H100_BF16_PEAK = 989e12  # also the H200's
 VARIANTS = ("oa", "trl", "oa+kernels")
+BASES = ("oa-default", "oa", "oa+kernels", "trl", "trl+liger")
 PLUGINS = {"data": "oa_data.plugin", "oasst": "oa_oasst.plugin", "train": "oa_train.plugin",
            "kernels": "oa_kernels.plugin"}
 
 MODEL_CONFIGS = {
     # Qwen2.5-0.5B's shape with a 32000-token vocabulary (assets/tokenizers/llama2-sp)
-    "full": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
-             "num_key_value_heads": 2},
-    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2},
+    "qwen0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                 "num_attention_heads": 14, "num_key_value_heads": 2},
+    "llama1b": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                "num_attention_heads": 32, "num_key_value_heads": 8},
+    "llama1b-128k": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                     "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256},
+    "tiny": {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2},
 }
 
 
-def model_config(size: str) -> dict:
-    shape = MODEL_CONFIGS[size]
-    return {
-        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
-        "vocab_size": 32000, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True,
-        "max_position_embeddings": 32768, "max_window_layers": shape["num_hidden_layers"], "use_sliding_window": False,
-        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "initializer_range": 0.02, "attention_dropout": 0.0,
-        "use_cache": False, **shape,
-    }
+def model_config(shape_name: str) -> dict:
+    shape = dict(MODEL_CONFIGS[shape_name])
+    kind = shape.pop("model_type")
+    common = {"hidden_act": "silu", "vocab_size": 32000, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True,
+              "rms_norm_eps": 1e-6, "initializer_range": 0.02, "attention_dropout": 0.0, "use_cache": False}
+    if kind == "llama":
+        return {**common, "architectures": ["LlamaForCausalLM"], "model_type": "llama", "max_position_embeddings": 131072,
+                "rope_theta": 500000.0, "attention_bias": False, "mlp_bias": False, **shape}
+    return {**common, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "max_position_embeddings": 32768,
+            "max_window_layers": shape["num_hidden_layers"], "use_sliding_window": False, "rope_theta": 1000000.0, **shape}
+
+
+def parse_variant(variant: str, attn: str) -> tuple[str, str]:
+    """``NAME[@ATTENTION]`` -> (name, attention implementation)."""
+    name, _, override = variant.partition("@")
+    if name not in BASES:
+        raise SystemExit(f"unknown variant '{name}' (one of {', '.join(BASES)}, optionally @ATTENTION)")
+    return name, override or attn
 
 
 # ---------------------------------------------------------------- pure helpers (tested on CPU)
@@ -192,22 +219,24 @@ class Meter:
 def write_run_config(work: Path, args, variant: str) -> Path:
     import yaml
 
+    name, attn = parse_variant(variant, args.attn)
+    model = {"path": str(work / "model-config"), "random_init": True, "dtype": args.dtype}
+    if name != "oa-default":
+        model["attn_implementation"] = attn
+        model["patches"] = ["kernels.all"] if name == "oa+kernels" else []
     cfg = {
-        "method": "sft", "output_dir": str(work / f"run-{variant.replace('+', '_')}"), "seed": 0,
-        "model": {"path": str(work / "model-config"), "random_init": True, "dtype": args.dtype,
-                  "attn_implementation": args.attn},
+        "method": "sft", "output_dir": str(work / f"run-{variant.replace('+', '_').replace('@', '_')}"), "seed": 0,
+        "model": model,
         "tokenizer": {"path": str(ROOT / "assets/tokenizers/llama2-sp")},
         "datasets": [{"path": str(ROOT / "examples/data/oasst/en_100_tree.jsonl"), "format": "oasst.sft"},
                      {"path": str(ROOT / "examples/data/alpaca-seed/seed_tasks_alpaca.jsonl"), "format": "alpaca"}],
-        "data": {"chat_template": "chatml", "max_length": args.max_length, "packing": variant != "trl",
-                 "cache_dir": str(work / "oa-cache")},
+        "data": {"chat_template": "chatml", "max_length": args.max_length, "packing": not name.startswith("trl"),
+                 "cache_dir": str(work / "oa-cache"), "max_drop_fraction": 1.0},
         "train": {"max_steps": args.steps, "per_device_batch_size": args.batch, "learning_rate": 2e-5,
                   "lr_scheduler": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
                   "save_steps": None, "mixed_precision": args.mixed_precision, "gradient_checkpointing": False},
     }
-    if variant == "oa+kernels":
-        cfg["model"]["patches"] = ["kernels.rope", "kernels.fused_linear_ce"]
-    path = work / f"{variant.replace('+', '_')}.yaml"
+    path = work / f"{variant.replace('+', '_').replace('@', '_')}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -239,7 +268,7 @@ def run_oa(args, work: Path, variant: str) -> dict:
             "vocab": len(run.tokenizer.tokenizer), "patches": run.model_manifest.get("patches")}
 
 
-def run_trl(args, work: Path) -> dict:
+def run_trl(args, work: Path, variant: str) -> dict:
     import torch
     import trl
     from transformers import TrainerCallback
@@ -249,7 +278,7 @@ def run_trl(args, work: Path) -> dict:
     from oa_data.pipeline import build_sft_datasets
     from oa_train.model import prepare_model
 
-    loaded = load_config(write_run_config(work, args, "trl"))
+    loaded = load_config(write_run_config(work, args, variant))
     cfg = loaded.config
     set_seed(cfg.seed)  # as oa's loop does before building the model: the same initial weights
     prepared = prepare_model(cfg, show_table=False)
@@ -277,7 +306,7 @@ def run_trl(args, work: Path) -> dict:
         weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", logging_steps=1, save_strategy="no",
         report_to="none", seed=cfg.seed, gradient_checkpointing=False, max_length=args.max_length, packing=True,
         dataloader_num_workers=0, bf16=args.mixed_precision == "bf16", use_cpu=args.device == "cpu",
-        disable_tqdm=True,
+        disable_tqdm=True, use_liger_kernel=parse_variant(variant, args.attn)[0] == "trl+liger",
     )
     sft_config = trl.SFTConfig(**kwargs)
     trainer = trl.SFTTrainer(model=model, args=sft_config, train_dataset=train, processing_class=tokenizer,
@@ -297,7 +326,8 @@ def one_variant(args) -> None:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    res = run_trl(args, work) if args.variant == "trl" else run_oa(args, work, args.variant)
+    name = parse_variant(args.variant, args.attn)[0]
+    res = run_trl(args, work, args.variant) if name.startswith("trl") else run_oa(args, work, args.variant)
     res["wall_s"] = time.perf_counter() - t0
     if args.device == "cuda":
         res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -322,10 +352,13 @@ def driver(args) -> int:
     work = Path(args.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
     (work / "model-config").mkdir(exist_ok=True)
-    (work / "model-config" / "config.json").write_text(json.dumps(model_config("tiny" if args.tiny else "full"), indent=1))
+    (work / "model-config" / "config.json").write_text(json.dumps(model_config(args.shape), indent=1))
     order = [v for v in args.variants.split(",") if v]
-    if args.repeat and "oa" in order:
-        order.append("oa")
+    for v in order:
+        parse_variant(v, args.attn)
+    oa_runs = [v for v in order if v.startswith("oa")]
+    if args.repeat and oa_runs:
+        order.append(oa_runs[0])
     results, seen = [], {}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     for variant in order:
@@ -335,7 +368,7 @@ def driver(args) -> int:
         cmd = [sys.executable, __file__, "--variant", variant, "--result", str(result), "--out", str(work),
                "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
                "--device", args.device, "--dtype", args.dtype, "--mixed-precision", args.mixed_precision,
-               "--attn", args.attn]
+               "--attn", args.attn, "--shape", args.shape]
         print(f"== {label}: {' '.join(cmd[2:])}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env)
@@ -350,7 +383,7 @@ def driver(args) -> int:
         print(f"   {label}: {time.perf_counter() - t0:.0f} s, {res['summary']['tokens_per_s']:.0f} tokens/s", flush=True)
         results.append(res)
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions(), "args": vars(args),
-              "model_config": model_config("tiny" if args.tiny else "full"), "device": device_name(args.device),
+              "model_config": model_config(args.shape), "device": device_name(args.device),
               "results": results}
     ok = [r for r in results if "summary" in r]
     first = {r["variant"]: r["steps"][0]["loss"] for r in ok if r["steps"] and r["steps"][0]["loss"] is not None}
@@ -387,20 +420,23 @@ def render(report: dict) -> str:
         lines.append(f"| {r['variant']} | {r['rows']} | {s['tokens_per_step']:.0f} | {s['step_ms_mean']:.1f} / "
                      f"{s['step_ms_median']:.1f} | {s['tokens_per_s']:.0f} | {s['supervised_per_s']:.0f} | {peak} | "
                      f"{s['tflops_per_s']:.1f} | {100 * s['mfu']:.1f}% | {loss} |")
-    trl_run = next((r for r in ok if r["variant"] == "trl"), None)
-    if trl_run:
-        lines.append("")
-        for r in ok:
-            if r is trl_run:
-                continue
-            a, b = r["summary"], trl_run["summary"]
-            mem = f", peak memory {r['peak_gib'] / trl_run['peak_gib']:.2f}x" if "peak_gib" in r else ""
-            lines.append(f"- {r['variant']} / trl: tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, supervised "
-                         f"tokens/s {a['supervised_per_s'] / b['supervised_per_s']:.2f}x{mem}")
+    lines += [""] + ratio_lines(ok)
     n = ok[0]["n_matmul"] if ok else 0
     lines.append(f"- N (matmul parameters) = {n / 1e6:.1f} M of {ok[0]['n_params'] / 1e6:.1f} M" if ok else "")
     lines.append("- step-1 loss check: " + ("; ".join(report["loss_check"]) or "ok (all near ln V and within 0.15)"))
     return "\n".join(lines)
+
+
+def ratio_lines(ok: list[dict]) -> list[str]:
+    """Every oa row against every TRL row, each line naming the two rows it compares."""
+    out = []
+    for peer in (r for r in ok if r["variant"].startswith("trl")):
+        for r in (r for r in ok if r["variant"].startswith("oa")):
+            a, b = r["summary"], peer["summary"]
+            mem = f", peak memory {r['peak_gib'] / peer['peak_gib']:.2f}x" if "peak_gib" in r and "peak_gib" in peer else ""
+            out.append(f"- {r['variant']} / {peer['variant']}: tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
+                       f"supervised tokens/s {a['supervised_per_s'] / b['supervised_per_s']:.2f}x{mem}")
+    return out
 
 
 def main(argv=None) -> int:
@@ -416,7 +452,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--mixed-precision", default=None)
-    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--attn", default="sdpa", help="attention of variants without @ATTENTION")
+    p.add_argument("--shape", choices=sorted(MODEL_CONFIGS), default=None, help="model shape (default qwen0.5b)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -425,6 +462,7 @@ def main(argv=None) -> int:
 
         args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     tiny = args.tiny
+    args.shape = "tiny" if tiny else (args.shape or "qwen0.5b")
     args.steps = args.steps or (6 if tiny else 60)
     args.warmup = args.warmup if args.warmup is not None else (2 if tiny else 10)
     args.max_length = args.max_length or (256 if tiny else 2048)

@@ -41,6 +41,24 @@ def test_check_losses():
     assert bench.check_losses({"oa": float("nan")}, v)
 
 
-def test_model_config_is_qwen_05b_shape():
-    cfg = bench.model_config("full")
-    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]) == (896, 24, 32000)
+def test_model_shapes():
+    cfg = bench.model_config("qwen0.5b")
+    assert (cfg["model_type"], cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]) == ("qwen2", 896, 24, 32000)
+    llama = bench.model_config("llama1b")  # Llama-3.2-1B's shape
+    assert (llama["model_type"], llama["hidden_size"], llama["num_hidden_layers"], llama["num_attention_heads"],
+            llama["num_key_value_heads"], llama["intermediate_size"], llama["tie_word_embeddings"]) == (
+        "llama", 2048, 16, 32, 8, 8192, True)
+    assert bench.model_config("llama1b-128k")["vocab_size"] == 128256
+
+
+def test_variants_and_ratio_lines_name_the_rows_they_compare():
+    assert bench.parse_variant("trl+liger@flex_attention", "sdpa") == ("trl+liger", "flex_attention")
+    assert bench.parse_variant("oa-default", "sdpa") == ("oa-default", "sdpa")
+    with pytest.raises(SystemExit):
+        bench.parse_variant("axolotl", "sdpa")
+    row = lambda name, tps, peak: {"variant": name, "peak_gib": peak,  # noqa: E731
+                                    "summary": {"tokens_per_s": tps, "supervised_per_s": tps / 2}}
+    lines = bench.ratio_lines([row("oa-default", 300.0, 10.0), row("trl@flex_attention", 200.0, 20.0),
+                               row("trl+liger@flex_attention", 250.0, 8.0)])
+    assert lines == ["- oa-default / trl@flex_attention: tokens/s 1.50x, supervised tokens/s 1.50x, peak memory 0.50x",
+                     "- oa-default / trl+liger@flex_attention: tokens/s 1.20x, supervised tokens/s 1.20x, peak memory 1.25x"]
