@@ -177,6 +177,21 @@ def test_new_token_rows_survive_save_load_and_merge(load, model_dirs, tokenizer,
     )
 
 
+def test_a_qlora_adapter_records_its_bases_quantization(load, tokenizer, tmp_path):
+    """peft does not record that an adapter was trained on 4-bit weights; oa merge warns about it."""
+    import json
+
+    from transformers import BitsAndBytesConfig
+
+    model = apply_peft(load("llama_untied"), PeftSettings(method="lora", target_modules=["q_proj"]))
+    save_adapter(model, tokenizer, tmp_path / "lora")
+    assert not (tmp_path / "lora" / "adapter_quantization.json").exists()
+    model.get_base_model().config.quantization_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+    save_adapter(model, tokenizer, tmp_path / "qlora")  # the config a QLoRA base has (no 4-bit weights on a CPU)
+    recorded = json.loads((tmp_path / "qlora" / "adapter_quantization.json").read_text())
+    assert recorded["load_in_4bit"] and recorded["bnb_4bit_quant_type"] == "nf4"
+
+
 class _HalfWriter:
     """Writes one file, then fails: a crash in the middle of saving."""
 

@@ -221,6 +221,20 @@ def test_a_lora_checkpoint_is_a_loadable_adapter(tmp_path, tiny_model_dir, alpac
     torch.testing.assert_close(at_2, final)
     assert not torch.allclose(at_1, final)
 
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    assert main(["merge", "--adapter", str(out / "model"), "--output", str(tmp_path / "merged")]) == 0  # oa-infer
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    chat = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_tensors="pt",
+                                   return_dict=True)["input_ids"]  # with the tokens the run added
+    assert chat.max() >= 32000
+    with torch.no_grad():
+        adapter_logits = AutoPeftModelForCausalLM.from_pretrained(out / "model")(input_ids=chat).logits
+        torch.testing.assert_close(merged(input_ids=chat).logits, adapter_logits, atol=1e-5, rtol=1e-4)
+    stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
+    assert GenerationConfig.from_pretrained(tmp_path / "merged").eos_token_id == stop
+
 
 def test_more_processes_than_gpus_is_refused(monkeypatch, tmp_path, capsys, alpaca_seed):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

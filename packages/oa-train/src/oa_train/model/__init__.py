@@ -151,12 +151,9 @@ def stop_at_end_of_turn(model, run_tokenizer) -> list[int]:
     """Make generation stop at the end of an answer as the training template writes it: the generation
     config's ``eos_token_id`` becomes [the template's end-of-turn token, the tokenizer's eos] (saved with the
     model, so ``generate`` and vLLM stop there too). Returns the ids."""
-    tokenizer, template = run_tokenizer.tokenizer, run_tokenizer.template
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    if template is not None and template.end_of_turn:
-        eot = tokenizer(template.end_of_turn, add_special_tokens=False)["input_ids"]
-        if len(eot) == 1 and eot[0] not in ids:
-            ids.insert(0, eot[0])
+    from oa_infer.prompting import stop_token_ids
+
+    ids = stop_token_ids(run_tokenizer.tokenizer, run_tokenizer.template)
     config = getattr(model, "generation_config", None)
     if config is not None and ids:
         config.eos_token_id = ids if len(ids) > 1 else ids[0]

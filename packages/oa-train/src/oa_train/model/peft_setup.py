@@ -168,10 +168,14 @@ def apply_peft(model, settings: PeftSettings | None, *, tokenizer=None, new_toke
 
 
 def save_adapter(model, tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Save the adapter (with new-token rows) and the tokenizer into ``out_dir`` atomically."""
+    """Save the adapter (with new-token rows, and a note of a QLoRA base's quantization) and the tokenizer into
+    ``out_dir`` atomically."""
+    from oa_infer.adapters import record_quantization
+
     with atomic_dir(out_dir) as tmp:
         # new-token rows travel as trainable tokens; whole embedding matrices only through modules_to_save
         model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+        record_quantization(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return Path(out_dir)

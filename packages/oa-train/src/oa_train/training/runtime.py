@@ -12,6 +12,7 @@ import torch
 from accelerate.utils import DistributedType
 
 from oa_core.io import atomic_write_text, follow_umask
+from oa_infer.adapters import record_quantization
 
 
 def process_group_kwargs() -> list:
@@ -48,7 +49,9 @@ def save_final(accelerator, model, tokenizer, out: Path) -> None:
     if accelerator.is_main_process:
         final, tmp = out / "model", out / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        net = accelerator.unwrap_model(model)
+        net.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        record_quantization(net, tmp)  # a QLoRA adapter: its base's quantization, for oa merge
         tokenizer.save_pretrained(tmp)
         follow_umask(tmp)  # safetensors writes its files 0600
         shutil.rmtree(final, ignore_errors=True)

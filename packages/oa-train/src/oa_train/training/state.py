@@ -22,6 +22,8 @@ import torch
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from oa_infer.adapters import record_quantization
+
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
@@ -74,6 +76,7 @@ def _save_loadable(net, tokenizer, folder: Path) -> None:
 
     if isinstance(net, PeftModel):
         net.save_pretrained(folder, safe_serialization=True, save_embedding_layers=False)  # the adapter only
+        record_quantization(net, folder)
     else:
         net.config.save_pretrained(folder)
         if getattr(net, "generation_config", None) is not None:
