@@ -37,6 +37,11 @@ not), A = causal attention products = 12 * layers * heads * head_dim * sum over 
 (QK^T and AV, forward + 2x backward, each query attending its own sample's earlier tokens), t = step time,
 989 TFLOP/s = the bf16 dense peak of an H100 SXM and of an H200.
 
+``--profile K`` records K steady steps after the warm-up with ``torch.profiler`` in every variant and adds a
+per-category GPU time breakdown per step (matrix products, attention, optimizer, Triton kernels, elementwise and
+copies, reductions, communication, other) and the time the GPU sat idle (step time minus the union of kernel
+intervals) to the report; profiled steps are left out of the averages (the profiler slows them).
+
 Ratios are printed against every TRL variant that ran (``X / trl+liger@flex_attention: ...``), each naming the
 two rows it compares.
 """
@@ -107,7 +112,7 @@ def matmul_params(total: int, embedding: int, vocab: int, hidden: int, tied: boo
 
 def summarize(steps: list[dict], warmup: int, n_params: int, peak_flops: float = H100_BF16_PEAK) -> dict:
     """Throughput over the steps after ``warmup``; each step has seconds, tokens, supervised, attn_flops."""
-    kept = steps[warmup:]
+    kept = [s for s in steps[warmup:] if not s.get("profiled")]
     if not kept:
         raise ValueError(f"no steps after {warmup} warm-up steps (have {len(steps)})")
     secs = sum(s["seconds"] for s in kept)
@@ -137,6 +142,51 @@ def check_losses(first: dict[str, float], vocab: int, tol: float = 0.15) -> list
     return problems
 
 
+CATEGORIES = (  # first match wins; names as the CUDA kernels are called (cuBLAS on Hopper: nvjet, sm90_xmma)
+    ("attention", ("flex_attention", "flash", "fmha", "attention", "triton_tem_fused")),
+    ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "splitk")),
+    ("optimizer", ("adam", "multi_tensor_apply")),
+    ("communication", ("nccl",)),
+    ("triton", ("triton_",)),  # inductor's kernels; our own Triton kernels have no C++ namespace (below)
+    ("reduction", ("reduce", "norm")),
+    ("elementwise/copy", ("elementwise", "copy", "cast", "fill", "vectorized", "memcpy", "memset", "cat", "index")),
+)
+
+
+def kernel_category(name: str) -> str:
+    low = name.lower()
+    for category, needles in CATEGORIES:
+        if any(n in low for n in needles):
+            return category
+        if category == "triton" and "::" not in name and low.endswith("kernel"):
+            return category
+    return "other"
+
+
+def gpu_breakdown(kernels: list[tuple[str, float, float]], wall_us: float, steps: int) -> dict:
+    """Milliseconds per step by kernel category, plus ``idle`` (wall time no kernel covered) and ``busy``;
+    ``kernels`` holds (name, start us, end us) of every GPU kernel of the profiled steps."""
+    out: dict[str, float] = {}
+    for name, start, end in kernels:
+        cat = kernel_category(name)
+        out[cat] = out.get(cat, 0.0) + (end - start)
+    busy, last = 0.0, float("-inf")
+    for _, start, end in sorted(kernels, key=lambda k: k[1]):
+        if end > last:
+            busy += end - max(start, last)
+            last = end
+    per_step = {k: v / steps / 1e3 for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+    return {**per_step, "busy": busy / steps / 1e3, "idle": max(wall_us - busy, 0.0) / steps / 1e3,
+            "step": wall_us / steps / 1e3}
+
+
+def top_kernels(kernels: list[tuple[str, float, float]], steps: int, n: int = 12) -> list[tuple[str, float]]:
+    total: dict[str, float] = {}
+    for name, start, end in kernels:
+        total[name] = total.get(name, 0.0) + end - start
+    return [(name[:90], us / steps / 1e3) for name, us in sorted(total.items(), key=lambda kv: -kv[1])[:n]]
+
+
 # ---------------------------------------------------------------- plugins without installed entry points
 
 
@@ -159,7 +209,7 @@ def ensure_plugins() -> None:
 class Meter:
     """Counts each forward's tokens (pre-hook) and times each optimizer step (host clock after a sync)."""
 
-    def __init__(self, model, device):
+    def __init__(self, model, device, profile: int = 0, warmup: int = 0):
         import torch
 
         self.torch, self.device = torch, device
@@ -173,6 +223,8 @@ class Meter:
         self.t0 = None
         self.model = model
         self.handle = model.register_forward_pre_hook(self.hook, with_kwargs=True)
+        self.profile_steps, self.warmup = profile, warmup
+        self.profiler, self.profile = None, None
 
     def params(self) -> dict:
         """Unique parameters, and those in matrix products (see the module docstring)."""
@@ -211,9 +263,33 @@ class Meter:
         pos_sum = float(sum(float(p[2]) for p in self.pending))
         self.steps.append({"seconds": now - self.t0, "tokens": toks, "supervised": supervised,
                            "attn_flops": attention_flops(pos_sum, self.layers, self.heads, self.head_dim),
-                           "loss": loss})
+                           "loss": loss, "profiled": self.profiler is not None})
         self.pending = []
+        self.profile_step()
         self.t0 = time.perf_counter()
+
+    def profile_step(self):
+        """Start the profiler after the warm-up steps; stop it ``profile_steps`` steps later."""
+        if not self.profile_steps:
+            return
+        done = len(self.steps)
+        if done == self.warmup and self.profiler is None and self.profile is None:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+            self.profiler = profile(activities=acts)
+            self.profiler.start()
+        elif self.profiler is not None and done == self.warmup + self.profile_steps:
+            self.profiler.stop()
+            from torch.autograd import DeviceType
+
+            kind = DeviceType.CUDA if self.device.type == "cuda" else DeviceType.CPU
+            events = [(e.name, e.time_range.start, e.time_range.end) for e in self.profiler.events()
+                      if e.device_type == kind and (kind == DeviceType.CUDA or not e.cpu_parent)]
+            wall = 1e6 * sum(s["seconds"] for s in self.steps[-self.profile_steps:])
+            self.profile = {"breakdown_ms": gpu_breakdown(events, wall, self.profile_steps),
+                            "top_kernels_ms": top_kernels(events, self.profile_steps)}
+            self.profiler = None
 
 
 def write_run_config(work: Path, args, variant: str) -> Path:
@@ -254,7 +330,7 @@ def run_oa(args, work: Path, variant: str) -> dict:
         def prepare_data(self):
             train, _ = super().prepare_data()
             self.rows = len(train)
-            self.meter = Meter(self.run.model, torch.device(args.device))
+            self.meter = Meter(self.run.model, torch.device(args.device), args.profile, args.warmup)
             self.meter.start()  # the first step's time also holds the optimizer set-up: it is a warm-up step
             return train, []
 
@@ -265,6 +341,7 @@ def run_oa(args, work: Path, variant: str) -> dict:
     objective.meter.handle.remove()
     run = objective.run
     return {**objective.meter.params(), "steps": objective.meter.steps, "rows": objective.rows,
+            "profile": objective.meter.profile,
             "vocab": len(run.tokenizer.tokenizer), "patches": run.model_manifest.get("patches")}
 
 
@@ -287,7 +364,7 @@ def run_trl(args, work: Path, variant: str) -> dict:
     train = train.select_columns(["input_ids", "labels"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    meter = Meter(model, torch.device(args.device))
+    meter = Meter(model, torch.device(args.device), args.profile, args.warmup)
 
     class Timer(TrainerCallback):
         def on_train_begin(self, a, state, control, **kw):
@@ -314,7 +391,7 @@ def run_trl(args, work: Path, variant: str) -> dict:
     rows = len(trainer.train_dataset)
     trainer.train()
     meter.handle.remove()
-    return {**meter.params(), "steps": meter.steps, "rows": rows, "vocab": len(tokenizer),
+    return {**meter.params(), "steps": meter.steps, "rows": rows, "vocab": len(tokenizer), "profile": meter.profile,
             "packing_strategy": getattr(sft_config, "packing_strategy", None)}
 
 
@@ -368,7 +445,8 @@ def driver(args) -> int:
         cmd = [sys.executable, __file__, "--variant", variant, "--result", str(result), "--out", str(work),
                "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
                "--device", args.device, "--dtype", args.dtype, "--mixed-precision", args.mixed_precision,
-               "--attn", args.attn, "--shape", args.shape]
+               "--attn", args.attn, "--shape", args.shape, "--warmup", str(args.warmup),
+               "--profile", str(args.profile)]
         print(f"== {label}: {' '.join(cmd[2:])}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env)
@@ -423,8 +501,21 @@ def render(report: dict) -> str:
     lines += [""] + ratio_lines(ok)
     n = ok[0]["n_matmul"] if ok else 0
     lines.append(f"- N (matmul parameters) = {n / 1e6:.1f} M of {ok[0]['n_params'] / 1e6:.1f} M" if ok else "")
+    lines += profile_lines(ok)
     lines.append("- step-1 loss check: " + ("; ".join(report["loss_check"]) or "ok (all near ln V and within 0.15)"))
     return "\n".join(lines)
+
+
+def profile_lines(ok: list[dict]) -> list[str]:
+    """One breakdown line (ms per step by category, idle last) and the top kernels per profiled variant."""
+    out = []
+    for r in (r for r in ok if r.get("profile")):
+        b = r["profile"]["breakdown_ms"]
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in b.items() if k not in ("busy", "idle", "step"))
+        out.append(f"- profile {r['variant']} (ms per step of {b['step']:.1f}): {parts}; GPU busy {b['busy']:.1f}, "
+                   f"idle {b['idle']:.1f}")
+        out += [f"    - {ms:7.2f} ms  {name}" for name, ms in r["profile"]["top_kernels_ms"]]
+    return out
 
 
 def ratio_lines(ok: list[dict]) -> list[str]:
@@ -453,6 +544,8 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default=None)
     p.add_argument("--mixed-precision", default=None)
     p.add_argument("--attn", default="sdpa", help="attention of variants without @ATTENTION")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="profile K steps after the warm-up (torch.profiler), report GPU time by category")
     p.add_argument("--shape", choices=sorted(MODEL_CONFIGS), default=None, help="model shape (default qwen0.5b)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)

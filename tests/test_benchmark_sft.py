@@ -62,3 +62,26 @@ def test_variants_and_ratio_lines_name_the_rows_they_compare():
                                row("trl+liger@flex_attention", 250.0, 8.0)])
     assert lines == ["- oa-default / trl@flex_attention: tokens/s 1.50x, supervised tokens/s 1.50x, peak memory 0.50x",
                      "- oa-default / trl+liger@flex_attention: tokens/s 1.20x, supervised tokens/s 1.20x, peak memory 1.25x"]
+
+
+def test_profiled_steps_are_left_out_of_the_averages():
+    steps = [{"seconds": 1.0, "tokens": 100, "supervised": 50, "attn_flops": 0.0, "profiled": p}
+             for p in (False, False, True, True, False)]
+    steps[2]["seconds"] = steps[3]["seconds"] = 5.0
+    s = bench.summarize(steps, warmup=1, n_params=1, peak_flops=1.0)
+    assert s["measured_steps"] == 2 and s["step_ms_mean"] == 1000.0
+
+
+def test_gpu_breakdown_categories_and_idle_time():
+    assert bench.kernel_category("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT") == "matmul"
+    assert bench.kernel_category("triton_tem_fused_flex_attention_backward_0") == "attention"
+    assert bench.kernel_category("void at::native::(anonymous namespace)::fused_adamw_kernel") == "optimizer"
+    assert bench.kernel_category("_swiglu_fwd_kernel") == "triton"
+    assert bench.kernel_category("void at::native::vectorized_elementwise_kernel<4, ...>") == "elementwise/copy"
+    kernels = [("gemm_a", 0.0, 40.0), ("flex_attention_fwd", 30.0, 50.0),  # overlapping: busy 0-50
+               ("fused_adamw", 70.0, 80.0)]                                   # idle 50-70 and 80-100
+    b = bench.gpu_breakdown(kernels, wall_us=200.0, steps=2)  # two steps of 100 us
+    assert b["matmul"] == pytest.approx(0.020) and b["attention"] == pytest.approx(0.010)
+    assert b["optimizer"] == pytest.approx(0.005)
+    assert b["busy"] == pytest.approx(0.030) and b["idle"] == pytest.approx(0.070) and b["step"] == pytest.approx(0.1)
+    assert bench.top_kernels(kernels, steps=2, n=1) == [("gemm_a", pytest.approx(0.020))]
