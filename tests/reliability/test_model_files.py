@@ -38,7 +38,7 @@ def test_an_unsafe_pickle_with_safetensors_off_is_one_line(tmp_path, capsys, tin
 def test_trust_remote_code_prints_a_warning(tmp_path, capsys, section, repo_root):
     from oa_core.config import ModelSettings, TokenizerSettings
     from oa_data.tokenizer import load_tokenizer
-    from oa_train.model.provider import load_model
+    from oa_infer.models import load_model
 
     tokenizer_dir = str(repo_root / "assets" / "tokenizers" / "llama2-sp")
     if section == "tokenizer":

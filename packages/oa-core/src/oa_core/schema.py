@@ -121,12 +121,12 @@ class RankedReplies(_PromptRecord):
 
 
 class Classification(_Record):
-    """A text or a conversation with a label (sequence classification)."""
+    """A text or a conversation with a label, or a list of labels (multi-label sequence classification)."""
 
     kind: Literal["classification"] = "classification"
     text: str | None = None
     messages: list[Message] | None = None
-    label: int | str
+    label: int | str | list[int | str]
 
     @model_validator(mode="after")
     def _one_input(self) -> Classification:

@@ -84,8 +84,10 @@ def encode_candidates(record: Any, tokenizer: Any, template: Any, *, source: str
             "margin": None if margin is None else float(margin), "label": label}
 
 
-def fit_candidates(row: dict, max_length: int, report: CandidateReport | None = None) -> dict | None:
-    """``row`` cut to ``max_length`` tokens per sequence (module docstring), or None when it is dropped."""
+def fit_candidates(row: dict, max_length: int, report: CandidateReport | None = None, *,
+                   min_prompt: int | None = None) -> dict | None:
+    """``row`` cut to ``max_length`` tokens per sequence (module docstring), or None when it is dropped.
+    ``min_prompt``: the prompt keeps at least this many tokens (default ``max_length // 2``)."""
     report = report if report is not None else CandidateReport()
     replies = row["candidate_input_ids"]
     if any(len(r) == 0 for r in replies):
@@ -98,7 +100,7 @@ def fit_candidates(row: dict, max_length: int, report: CandidateReport | None = 
     if len(prompt) + longest <= max_length:
         report.kept += 1
         return row
-    keep_prompt = max(min(len(prompt), max_length // 2), max_length - longest)
+    keep_prompt = max(min(len(prompt), max_length // 2 if min_prompt is None else min_prompt), max_length - longest)
     reply_budget = max_length - keep_prompt
     out = dict(row, prompt_input_ids=prompt[len(prompt) - keep_prompt:],
                candidate_input_ids=[r[:reply_budget] for r in replies],

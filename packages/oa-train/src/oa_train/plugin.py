@@ -4,7 +4,7 @@ here: configs are pure pydantic, and the objectives (torch, transformers) load w
 from __future__ import annotations
 
 from oa_core import hookimpl
-from oa_core.extensions import Method
+from oa_core.extensions import Loss, Method
 
 
 def _sft_objective():
@@ -13,12 +13,39 @@ def _sft_objective():
     return SFTObjective()
 
 
+def _rm_objective():
+    from oa_train.reward.objective import RMObjective
+
+    return RMObjective()
+
+
+def _classification_objective():
+    from oa_train.classify.objective import ClassificationObjective
+
+    return ClassificationObjective()
+
+
 @hookimpl
 def register_methods(register):
+    from oa_train.classify.config import ClassificationConfig
+    from oa_train.reward.config import RMConfig
     from oa_train.sft.config import SFTConfig
 
     register("sft", Method(SFTConfig, _sft_objective, "supervised fine-tuning (packed or padded)"))
     register("pretrain", Method(SFTConfig, _sft_objective, "continued pretraining on text data (the SFT objective)"))
+    register("rm", Method(RMConfig, _rm_objective, "reward model: a score per reply, ranking replies (pairs, rankings)"))
+    register("classification", Method(ClassificationConfig, _classification_objective,
+                                      "sequence classification (single- or multi-label)"))
+
+
+@hookimpl
+def register_losses(register):
+    from oa_train.classify.losses import LOSSES as CLASSIFICATION
+    from oa_train.reward.losses import LOSSES as REWARD
+
+    for family, losses in (("reward", REWARD), ("classification", CLASSIFICATION)):
+        for name, (fn, description) in losses.items():
+            register(name, Loss(fn, family, description))
 
 
 @hookimpl
@@ -31,8 +58,9 @@ def register_config_sections(register):
 @hookimpl
 def check_config(config):
     from oa_train.checks import check_run_config
+    from oa_train.reward.checks import check_scored_method
 
-    return check_run_config(config)
+    return check_run_config(config) + check_scored_method(config)
 
 
 @hookimpl

@@ -12,14 +12,22 @@ class ClassificationOptions(FormatOptions):
 
 
 def parse_classification(row: dict, options: ClassificationOptions) -> dict:
+    """``label``: an index or a name (one of ``label_names``), or a list of them (multi-label)."""
     label = get(row, "label")
-    if options.label_names is not None and isinstance(label, str):
-        if label not in options.label_names:
-            raise FieldError("label", f"'{label}' is not one of label_names {options.label_names}")
-        label = options.label_names.index(label)
+    if options.label_names is not None:
+        label = [_index(x, options.label_names) for x in label] if isinstance(label, list) else _index(
+            label, options.label_names)
     if row.get("messages") is not None:
         return {"messages": messages(row["messages"], "messages"), "label": label}
     return {"text": text(row, "text"), "label": label}
+
+
+def _index(label, names: list[str]):
+    if not isinstance(label, str):
+        return label
+    if label not in names:
+        raise FieldError("label", f"'{label}' is not one of label_names {names}")
+    return names.index(label)
 
 
 class PromptReferenceOptions(FormatOptions):

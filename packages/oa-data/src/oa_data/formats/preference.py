@@ -10,11 +10,18 @@ from oa_data.formats.common import FieldError, FormatOptions, get, messages, tex
 
 
 def parse_preference(row: dict) -> dict:
-    return {
+    """An optional ``margin`` column (how much better chosen is) goes to ``metadata.margin``."""
+    out = {
         "prompt": messages(get(row, "prompt"), "prompt"),
         "chosen": messages(get(row, "chosen"), "chosen"),
         "rejected": messages(get(row, "rejected"), "rejected"),
     }
+    margin = get(row, "margin", required=False)
+    if margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, int | float):
+            raise FieldError("margin", f"expected a number, got {type(margin).__name__}")
+        out["metadata"] = {"margin": float(margin)}
+    return out
 
 
 class HHRLHFOptions(FormatOptions):
@@ -58,12 +65,16 @@ def parse_kto(row: dict) -> dict:
 
 
 def parse_ranked(row: dict) -> dict:
-    """``replies`` best first, or in any order with ``scores`` (higher is better)."""
+    """``replies`` best first, or in any order with ``scores`` (higher is better; kept best-first in
+    ``metadata.scores``, so equal scores stay visible as ties)."""
     replies = get(row, "replies")
     scores = get(row, "scores", required=False)
+    out = {"prompt": messages(get(row, "prompt"), "prompt"), "replies": replies}
     if scores is not None:
         if not isinstance(replies, list) or not isinstance(scores, list) or len(scores) != len(replies):
             raise FieldError("scores", "must be a list as long as 'replies'")
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in scores):
+            raise FieldError("scores", "must be numbers")
         order = sorted(range(len(replies)), key=lambda i: -scores[i])
-        replies = [replies[i] for i in order]
-    return {"prompt": messages(get(row, "prompt"), "prompt"), "replies": replies}
+        out |= {"replies": [replies[i] for i in order], "metadata": {"scores": [float(scores[i]) for i in order]}}
+    return out

@@ -175,7 +175,8 @@ class Loop:
         from oa_train.model import prepare_model
 
         run_tokenizer = prepare_run_tokenizer(self.cfg)
-        prepared = prepare_model(self.cfg, run_tokenizer, get_registry(), show_table=self.main)
+        prepared = prepare_model(self.cfg, run_tokenizer, get_registry(), show_table=self.main,
+                                 **self.objective.model_options(self.cfg))
         self.model, self.model_manifest = prepared.model, prepared.manifest
         if self.tc.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -367,7 +368,7 @@ class Loop:
         if self.main:
             if in_sync is False:
                 tqdm.write("warning: the ranks ended with different weights (see run_manifest.json: ranks_in_sync)")
-            self.log.plot()
+            self.log.plot(unit=self.objective.unit)
             seconds = time.perf_counter() - self.started
             self.manifest.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  final=self.state.metrics, steps=self.state.step, skipped_steps=self.state.skipped_steps,

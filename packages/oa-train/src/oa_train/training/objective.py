@@ -79,6 +79,10 @@ class Objective:
         """Raise an ``OAError`` if this objective cannot train ``config`` (the validated run config); called
         before anything is loaded. Rules a config file can break belong in a ``check_config`` hook instead."""
 
+    def model_options(self, config) -> dict:
+        """Keyword arguments for :func:`oa_train.model.prepare_model` (e.g. ``num_labels`` of a classifier)."""
+        return {}
+
     def setup(self, run: Run) -> None:
         """Called once the model, tokenizer and accelerator are ready, before :meth:`prepare_data`."""
         self.run = run

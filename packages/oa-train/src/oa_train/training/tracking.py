@@ -53,7 +53,9 @@ class RunLog:
         pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
         return [s for s, _ in pts], [v for _, v in pts]
 
-    def plot(self, name: str = "loss_curve.png") -> Path:
+    def plot(self, name: str = "loss_curve.png", unit: str = "tokens") -> Path:
+        """Train and eval loss per ``unit``; accuracies (``accuracy``, ``eval_accuracy``), when logged, on a
+        second axis."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -65,9 +67,18 @@ class RunLog:
             if xs:
                 ax.plot(xs, ys, style, label=key)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss (per supervised token)")
+        ax.set_ylabel(f"loss (per {'supervised token' if unit == 'tokens' else unit.removesuffix('s')})")
         ax.grid(alpha=0.3)
-        ax.legend()
+        handles, labels = ax.get_legend_handles_labels()
+        accuracies = [(key, *self.series(key)) for key in ("accuracy", "eval_accuracy") if self.series(key)[0]]
+        if accuracies:
+            right = ax.twinx()
+            for key, xs, ys in accuracies:
+                right.plot(xs, ys, "--" if key == "accuracy" else "s--", color="tab:green", label=key)
+            right.set_ylabel("accuracy")
+            h, lab = right.get_legend_handles_labels()
+            handles, labels = handles + h, labels + lab
+        ax.legend(handles, labels)
         fig.tight_layout()
         path = self.dir / name
         try:
