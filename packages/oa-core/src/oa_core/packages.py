@@ -10,7 +10,8 @@ PROVIDERS: dict[str, dict[str, str]] = {
                        "kernels": "oa-kernels"},
     "method": {"sft": "oa-train", "pretrain": "oa-train"},
     "command": {"train": "oa-train", "preview": "oa-data", "validate": "oa-data", "stats": "oa-data",
-                "oasst": "oa-oasst", "merge": "oa-infer", "chat": "oa-infer"},
+                "oasst": "oa-oasst", "merge": "oa-infer", "chat": "oa-infer",
+                "infer": "oa-infer"},
 }
 
 

@@ -97,13 +97,10 @@ def load_chat(model: str, adapter: str | None = None, *, template: str | None = 
     """A session with the model saved at ``model`` (or the base of the adapter saved there), with the adapter
     ``adapter``; the tokenizer is the adapter's when it saved one. ``template`` names a registered chat template
     to use instead of the tokenizer's."""
-    import torch
-
-    from oa_core.config import ModelSettings, TokenizerSettings
+    from oa_core.generation import GeneratorSettings
     from oa_data.hub import resolve_source
-    from oa_data.tokenizer import load_tokenizer
-    from oa_infer.adapters import apply_saved_adapter, read_adapter
-    from oa_infer.models import load_model
+    from oa_infer.adapters import read_adapter
+    from oa_infer.loader import load_pretrained
     from oa_infer.prompting import chat_template, stop_token_ids
 
     resolve_source(model, "--model")  # a one-line error for a local folder that is not there
@@ -116,15 +113,8 @@ def load_chat(model: str, adapter: str | None = None, *, template: str | None = 
         model, adapter = info.base, model
     elif adapter is not None:
         info = read_adapter(adapter)
-    settings = ModelSettings(path=model, dtype=dtype)
-    tokenizer = load_tokenizer(TokenizerSettings(path=adapter if info and info.has_tokenizer else None), settings)
+    net, tokenizer = load_pretrained(GeneratorSettings(model=model, adapter=adapter, dtype=dtype))
     chosen = chat_template(tokenizer, template, where="--adapter" if info and info.has_tokenizer else "--model")
-    net = load_model(settings)
-    if info is not None:
-        net = apply_saved_adapter(net, info, tokenizer)
-    if torch.cuda.is_available():
-        net = net.to("cuda")
-    net.eval()
     eos = net.generation_config.eos_token_id
     stops = [*stop_token_ids(tokenizer, chosen)]
     stops += [i for i in (eos if isinstance(eos, list) else [eos]) if i is not None and i not in stops]

@@ -7,11 +7,6 @@ import click
 from oa_infer.merge import DTYPES
 
 
-def add_commands(cli: click.Group) -> None:
-    cli.add_command(merge)
-    cli.add_command(chat)
-
-
 @click.command("merge")
 @click.option("--adapter", required=True, metavar="PATH", help="Folder of a saved LoRA adapter (adapter_config.json).")
 @click.option("--output", "-o", required=True, metavar="DIR", help="Folder to write the merged model into.")

@@ -1,0 +1,142 @@
+"""The oa-infer commands: `oa infer CONFIG` or `oa infer --model PATH --input FILE --output OUT.jsonl [...]`
+here, `oa merge` and `oa chat` in :mod:`oa_infer.commands`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from oa_cli.options import set_option
+from oa_core.errors import OAError
+
+# config key -> the flag that sets it (error messages name the flag)
+FLAGS = {
+    "engine.model": "--model", "engine.adapter": "--adapter", "engine.tokenizer": "--tokenizer",
+    "engine.dtype": "--dtype", "engine.batch_size": "--batch-size", "engine.device": "--device",
+    "engine.trust_remote_code": "--trust-remote-code", "engine": "--engine",
+    "input.path": "--input", "input.format": "--format", "input.split": "--split", "input.limit": "--limit",
+    "input": "--input", "output": "--output", "generator": "--generator", "task": "--score",
+    "chunk_size": "--chunk-size",
+    **{f"generation.0.{k}": f"--{k.replace('_', '-')}" for k in (
+        "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "n", "seed", "stop", "logprobs")},
+    "generation": "--max-new-tokens",
+}
+
+
+def add_commands(cli: click.Group) -> None:
+    from oa_infer.commands import chat, merge
+
+    for command in (infer, merge, chat):
+        cli.add_command(command)
+
+
+@click.command("infer")
+@click.argument("config_file", metavar="[CONFIG]", required=False, type=click.Path(dir_okay=False))
+@set_option
+@click.option("--model", help="Model folder or hub id (a merged model, or the base of --adapter).")
+@click.option("--adapter", help="A saved LoRA adapter to apply on top of --model.")
+@click.option("--tokenizer", help="Tokenizer folder (default: the adapter's if it has one, else the model's).")
+@click.option("--input", "input_path", metavar="PATH", help="Records to run on (file, folder, glob or hub dataset).")
+@click.option("--format", "fmt", help="Their dataset format (default: guessed from the columns).")
+@click.option("--split", help="Split of a hub dataset or of a split-keyed JSON file.")
+@click.option("--limit", type=int, help="Only the first N records.")
+@click.option("--output", help="Output .jsonl (resumed when it exists).")
+@click.option("--score", is_flag=True, help="Score the records with a reward model / classifier instead.")
+@click.option("--generator", help="Backend: hf (default) or vllm (oa plugins list --kind generator).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), help="Weight dtype.")
+@click.option("--batch-size", type=int, help="Sequences generated (or scored) together.")
+@click.option("--device", help="cpu, cuda, cuda:1 ... (hf; default: the GPU when there is one).")
+@click.option("--trust-remote-code", is_flag=True, default=None, help="Run the model folder's own code.")
+@click.option("--engine", "engine_options", multiple=True, metavar="KEY=VALUE",
+              help="Another option of the generator, e.g. continuous_batching=true, tensor_parallel_size=2.")
+@click.option("--max-new-tokens", type=int, help="Longest completion (tokens; default 256).")
+@click.option("--temperature", type=float, help="0 (default): greedy decoding.")
+@click.option("--top-p", type=float, help="Nucleus sampling mass.")
+@click.option("--top-k", type=int, help="Sample among the k most likely tokens (0: no limit).")
+@click.option("--repetition-penalty", type=float, help="Penalty for tokens already in the text (1: none).")
+@click.option("--n", type=int, help="Completions per prompt.")
+@click.option("--seed", type=int, help="Seed of the sampling.")
+@click.option("--stop", multiple=True, help="A string that ends a completion (repeatable).")
+@click.option("--logprobs", is_flag=True, default=None, help="Write the log-probability of every generated token.")
+@click.option("--chunk-size", type=int, help="Records per output write (default 64).")
+def infer(config_file: str | None, overrides: tuple[str, ...], **flags: Any) -> None:
+    """Generate completions for (or score) the records of a dataset into a jsonl file, resumably.
+
+    \b
+    oa infer CONFIG [--set key.path=value]
+    oa infer --model PATH [--adapter PATH] --input data.jsonl --output out.jsonl [--max-new-tokens 128] ...
+
+    A restart with the same command continues where the last run stopped (also after kill -9).
+    """
+    from oa_infer.config import load_infer_config, validate
+    from oa_infer.infer import run_infer
+
+    given = sorted(k for k, v in flags.items() if v not in (None, (), False))
+    if config_file is not None:
+        if given:
+            flag = {"input_path": "--input", "fmt": "--format", "engine_options": "--engine"}.get(
+                given[0], f"--{given[0].replace('_', '-')}")
+            raise OAError(f"{flag}: give either CONFIG or flags", hint="change a config's values with --set key.path=value")
+        config = load_infer_config(config_file, list(overrides))
+    else:
+        if overrides:
+            raise OAError("--set: changes a CONFIG's values; without CONFIG give flags", hint="see oa infer --help")
+        missing = [f for f, k in (("--model", "model"), ("--input", "input_path"), ("--output", "output"))
+                   if not flags[k]]
+        if missing:
+            raise OAError(f"{missing[0]}: required without CONFIG", hint="oa infer --model PATH --input FILE --output OUT.jsonl")
+        config = validate(_config_data(flags), {}, "command line", flags=FLAGS)
+    for summary in run_infer(config):
+        click.echo(summary.line())
+
+
+def _config_data(flags: dict[str, Any]) -> dict[str, Any]:
+    """The ``oa infer`` config that the flags describe."""
+    import yaml
+
+    def given(*keys: str) -> dict[str, Any]:
+        return {k: flags[k] for k in keys if flags.get(k) not in (None, ())}
+
+    engine = {"model": flags["model"], **given("adapter", "tokenizer", "dtype", "batch_size", "device",
+                                               "trust_remote_code")}
+    for item in flags["engine_options"]:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise OAError(f"--engine '{item}': expected KEY=VALUE", hint="e.g. --engine continuous_batching=true")
+        engine[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    generation = given("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "n", "seed",
+                       "logprobs")
+    if flags["stop"]:
+        generation["stop"] = list(flags["stop"])
+    source = {"path": flags["input_path"], "format": flags["fmt"] or guess_format(flags["input_path"]),
+              **given("split", "limit")}
+    data = {"task": "score" if flags["score"] else "generate", "engine": engine, "input": source,
+            "output": flags["output"], "generation": generation, **given("generator", "chunk_size")}
+    return data
+
+
+# columns -> format, the first that matches (more specific first)
+GUESSES = (
+    ({"messages", "label"}, "classification"), ({"text", "label"}, "classification"),
+    ({"prompt", "chosen", "rejected"}, "preference"), ({"chosen", "rejected"}, "hh_rlhf"),
+    ({"prompt", "completion", "label"}, "kto"), ({"prompt", "replies"}, "ranked"),
+    ({"prompt", "reference"}, "prompt_reference"), ({"messages"}, "openai"), ({"conversations"}, "sharegpt"),
+    ({"instruction"}, "alpaca"), ({"text"}, "pretraining"),
+)
+
+
+def guess_format(path: str) -> str:
+    """The dataset format a local file's columns point to; a one-line error when they point to none."""
+    from pathlib import Path
+
+    from oa_data.loading import data_files, read_file
+
+    if not Path(path).expanduser().exists():
+        raise OAError(f"--input: '{path}' not found", hint="give a local file, or --format with a hub dataset id")
+    columns = set(read_file(data_files(path)[0]).column_names)
+    for needed, name in GUESSES:
+        if needed <= columns:
+            return name
+    raise OAError(f"{path}: cannot tell the dataset format from its columns ({', '.join(sorted(columns)) or 'none'})",
+                  hint="give --format (oa plugins list --kind dataset_format), e.g. openai for {messages: [...]}")
