@@ -269,6 +269,9 @@ def test_packed_rows_default_to_flex_attention_on_a_gpu(monkeypatch, tiny_model_
     assert default_attention(pose, model)[0].attn_implementation is None  # PoSE rows carry their own mask
     chosen = model.model_copy(update={"attn_implementation": "sdpa"})
     assert default_attention(packed, chosen) == (chosen, "sdpa")
+    unpacked = Config(packing=False)  # a method that packs its own rows (reward models: padding_free) says so
+    assert default_attention(unpacked, model, packed_rows=True)[0].attn_implementation == "flex_attention"
+    assert default_attention(packed, model, packed_rows=False)[0].attn_implementation is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_attention(packed, model)[0].attn_implementation is None
 

@@ -27,7 +27,7 @@ class ClassificationConfig(LoopConfig):
         "by the summed weights of the labels as torch does; multi_label: the weight of each class's terms")
     padding_free: bool = Field(
         True, description="the micro-batch's sequences in one packed row (position ids restarting per sequence, no "
-        "padding); false: a padded batch")
+        "padding; flex attention on a GPU unless model.attn_implementation says otherwise); false: a padded batch")
 
     @model_validator(mode="after")
     def _default_loss(self) -> ClassificationConfig:

@@ -30,7 +30,7 @@ class ClassificationObjective(Objective):
     unit = "examples"
 
     def model_options(self, config) -> dict:
-        return {"num_labels": config.train.num_labels}
+        return {"num_labels": config.train.num_labels, "packed_rows": config.train.padding_free}
 
     def check(self, config) -> None:
         if not config.datasets:

@@ -42,14 +42,15 @@ class PreparedModel:
 
 
 def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: int | None = None,
-                  show_table: bool = True) -> PreparedModel:
+                  packed_rows: bool | None = None, show_table: bool = True) -> PreparedModel:
     """Build the model of a validated run config for ``run_tokenizer`` (default: prepared here with
     :func:`oa_data.tokenizer.prepare_run_tokenizer`).
 
     In order: the model (embeddings resized for the tokens the tokenizer step added), ``new_tokens``, patches
     (``model.patches``, options from :func:`patch_options`), then an existing adapter (``model.adapter_path``,
     kept trainable), a new PEFT adapter (``peft``) or freezing (``freeze``), and the trainable-parameter table
-    (printed when ``show_table``, always in ``manifest["trainable"]``).
+    (printed when ``show_table``, always in ``manifest["trainable"]``). ``packed_rows``: whether the method trains
+    on packed rows (default: ``data.packing``), which picks the default attention (:func:`default_attention`).
     """
     from oa_core.errors import OAError
     from oa_core.plugins import get_registry
@@ -83,7 +84,7 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
     run_tokenizer = run_tokenizer or prepare_run_tokenizer(run_config)
     tokenizer = run_tokenizer.tokenizer
     quantization = qlora_quantization(peft) if peft.method == "qlora" else None
-    settings, attention_note = default_attention(run_config, settings)
+    settings, attention_note = default_attention(run_config, settings, packed_rows)
     model = load_model(settings, num_labels=num_labels, quantization=quantization)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -122,11 +123,11 @@ def prepare_model(run_config, run_tokenizer=None, registry=None, *, num_labels: 
     return PreparedModel(model, run_tokenizer, manifest, provides)
 
 
-def default_attention(run_config, settings):
-    """``model.attn_implementation`` when the config names none: for packed rows on a GPU, flex attention with a
-    block mask per packed row (attention only within each sample, no padding), which runs about twice as fast as
-    sdpa's masked full attention over the row; the model's own default otherwise. Returns the settings to load
-    with and a note for the manifest."""
+def default_attention(run_config, settings, packed_rows: bool | None = None):
+    """``model.attn_implementation`` when the config names none: for packed rows (``packed_rows``, default
+    ``data.packing``) on a GPU, flex attention with a block mask per packed row (attention only within each
+    sample, no padding), which runs about twice as fast as sdpa's masked full attention over the row; the model's
+    own default otherwise. Returns the settings to load with and a note for the manifest."""
     import torch
 
     from oa_data.settings import DataSettings
@@ -134,7 +135,8 @@ def default_attention(run_config, settings):
     if settings.attn_implementation:
         return settings, settings.attn_implementation
     data = run_config.section("data", DataSettings)
-    if data.packing and data.pose is None and torch.cuda.is_available() and _flex_available():
+    packed = data.packing if packed_rows is None else packed_rows
+    if packed and data.pose is None and torch.cuda.is_available() and _flex_available():
         return settings.model_copy(update={"attn_implementation": "flex_attention"}), "flex_attention (packed rows)"
     return settings, "the model's default"
 

@@ -33,4 +33,5 @@ class RMConfig(LoopConfig):
         "the replies are cut from the right after that (default: max_length // 2)")
     padding_free: bool = Field(
         True, description="every reply of the micro-batch's prompts in one packed row (position ids restarting per "
-        "sequence, no padding); false: a padded batch")
+        "sequence, no padding; flex attention on a GPU unless model.attn_implementation says otherwise); false: a "
+        "padded batch")

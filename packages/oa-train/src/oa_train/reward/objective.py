@@ -26,7 +26,7 @@ class RMObjective(Objective):
     unit = "prompts"
 
     def model_options(self, config) -> dict:
-        return {"num_labels": 1}
+        return {"num_labels": 1, "packed_rows": config.train.padding_free}
 
     def check(self, config) -> None:
         if not config.datasets:
