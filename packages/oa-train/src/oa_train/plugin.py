@@ -19,6 +19,16 @@ def register_methods(register):
 
     register("sft", Method(SFTConfig, _sft_objective, "supervised fine-tuning (packed or padded)"))
     register("pretrain", Method(SFTConfig, _sft_objective, "continued pretraining on text data (the SFT objective)"))
+    from oa_train.preference import register_methods as register_preference_methods
+
+    register_preference_methods(register)
+
+
+@hookimpl
+def register_losses(register):
+    from oa_train.preference.losses import register_builtin_losses
+
+    register_builtin_losses(register)
 
 
 @hookimpl
@@ -31,8 +41,9 @@ def register_config_sections(register):
 @hookimpl
 def check_config(config):
     from oa_train.checks import check_run_config
+    from oa_train.preference.checks import check_preference_config
 
-    return check_run_config(config)
+    return check_run_config(config) + check_preference_config(config)
 
 
 @hookimpl
