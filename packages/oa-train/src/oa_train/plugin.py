@@ -37,6 +37,10 @@ def register_methods(register):
     register("classification", Method(ClassificationConfig, _classification_objective,
                                       "sequence classification (single- or multi-label)"))
 
+    from oa_train.preference import register_methods as register_preference_methods
+
+    register_preference_methods(register)
+
 
 @hookimpl
 def register_losses(register):
@@ -46,6 +50,9 @@ def register_losses(register):
     for family, losses in (("reward", REWARD), ("classification", CLASSIFICATION)):
         for name, (fn, description) in losses.items():
             register(name, Loss(fn, family, description))
+
+    from oa_train.preference.losses import register_builtin_losses
+    register_builtin_losses(register)
 
 
 @hookimpl
@@ -58,9 +65,10 @@ def register_config_sections(register):
 @hookimpl
 def check_config(config):
     from oa_train.checks import check_run_config
+    from oa_train.preference.checks import check_preference_config
     from oa_train.reward.checks import check_scored_method
 
-    return check_run_config(config) + check_scored_method(config)
+    return check_run_config(config) + check_scored_method(config) + check_preference_config(config)
 
 
 @hookimpl
