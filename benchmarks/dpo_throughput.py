@@ -147,10 +147,15 @@ def write_run_config(work: Path, args, variant: str) -> Path:
     import yaml
 
     mode = variant.split("-")[1]
+    model = {"path": str(work / "model-config"), "random_init": True, "dtype": args.dtype}
+    attn = args.attn if variant.startswith("trl") else args.oa_attn
+    if attn != "default":  # default: no attn_implementation in the config, oa picks (flex for packed rows on a GPU)
+        model["attn_implementation"] = attn
+    if args.patches != "default":  # default: no model.patches, oa picks (kernels.all on a GPU)
+        model["patches"] = [p for p in args.patches.split(",") if p]
     cfg = {
         "method": "dpo", "output_dir": str(work / f"run-{variant}"), "seed": 0,
-        "model": {"path": str(work / "model-config"), "random_init": True, "dtype": args.dtype,
-                  "attn_implementation": args.attn, "patches": [p for p in args.patches.split(",") if p]},
+        "model": model,
         "tokenizer": {"path": str(ROOT / "assets/tokenizers/llama2-sp")},
         "datasets": [{"path": str(HH_RLHF), "format": "hh_rlhf"}],
         "data": {"chat_template": "chatml", "max_length": args.max_length, "cache_dir": str(work / "oa-cache")},
@@ -287,7 +292,7 @@ def driver(args) -> int:
         cmd = [sys.executable, __file__, "--variant", variant, "--result", str(result), "--out", str(work),
                "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
                "--device", args.device, "--dtype", args.dtype, "--mixed-precision", args.mixed_precision,
-               "--attn", args.attn, "--patches", args.patches]
+               "--attn", args.attn, "--oa-attn", args.oa_attn, "--patches", args.patches]
         print(f"== {variant}: {' '.join(cmd[2:])}", flush=True)
         proc = subprocess.run(cmd, env=env)
         if proc.returncode != 0 or not result.exists():
@@ -342,8 +347,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--mixed-precision", default=None)
-    p.add_argument("--attn", default="sdpa")
-    p.add_argument("--patches", default=None, help="oa's model patches (default: kernels.fused_linear_ce on a GPU)")
+    p.add_argument("--attn", default="sdpa", help="attention of the TRL variants (and of oa's unless --oa-attn)")
+    p.add_argument("--oa-attn", default=None, help="attention of the oa variants ('default': oa's own choice)")
+    p.add_argument("--patches", default=None, help="oa's model patches, comma-separated ('default': oa's own choice; "
+                   "default here: kernels.fused_linear_ce on a GPU)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -358,6 +365,7 @@ def main(argv=None) -> int:
     args.max_length = args.max_length or (256 if tiny else 1024)
     args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
     args.mixed_precision = args.mixed_precision or ("no" if args.device == "cpu" else "bf16")
+    args.oa_attn = args.oa_attn or args.attn
     if args.patches is None:
         args.patches = "kernels.fused_linear_ce" if args.device == "cuda" else ""
     if args.variant:
