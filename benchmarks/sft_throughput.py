@@ -40,7 +40,9 @@ not), A = causal attention products = 12 * layers * heads * head_dim * sum over 
 ``--profile K`` records K steady steps after the warm-up with ``torch.profiler`` in every variant and adds a
 per-category GPU time breakdown per step (matrix products, attention, optimizer, Triton kernels, elementwise and
 copies, reductions, communication, other) and the time the GPU sat idle (step time minus the union of kernel
-intervals) to the report; profiled steps are left out of the averages (the profiler slows them).
+intervals) to the report; profiled steps are left out of the averages (the profiler slows them). Each profiled
+variant's Chrome trace is written to ``trace-<variant>.json.gz`` (open it in Perfetto to see what the host does
+while the GPU idles).
 
 Ratios are printed against every TRL variant that ran (``X / trl+liger@flex_attention: ...``), each naming the
 two rows it compares.
@@ -49,9 +51,11 @@ two rows it compares.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -209,7 +213,7 @@ def ensure_plugins() -> None:
 class Meter:
     """Counts each forward's tokens (pre-hook) and times each optimizer step (host clock after a sync)."""
 
-    def __init__(self, model, device, profile: int = 0, warmup: int = 0):
+    def __init__(self, model, device, profile: int = 0, warmup: int = 0, trace: Path | None = None):
         import torch
 
         self.torch, self.device = torch, device
@@ -224,7 +228,7 @@ class Meter:
         self.model = model
         self.handle = model.register_forward_pre_hook(self.hook, with_kwargs=True)
         self.profile_steps, self.warmup = profile, warmup
-        self.profiler, self.profile = None, None
+        self.profiler, self.profile, self.trace = None, None, trace
 
     def params(self) -> dict:
         """Unique parameters, and those in matrix products (see the module docstring)."""
@@ -285,10 +289,17 @@ class Meter:
 
             kind = DeviceType.CUDA if self.device.type == "cuda" else DeviceType.CPU
             events = [(e.name, e.time_range.start, e.time_range.end) for e in self.profiler.events()
-                      if e.device_type == kind and (kind == DeviceType.CUDA or not e.cpu_parent)]
+                      if e.device_type == kind and (not e.is_user_annotation if kind == DeviceType.CUDA
+                                                    else not e.cpu_parent)]  # a GPU annotation spans kernels
             wall = 1e6 * sum(s["seconds"] for s in self.steps[-self.profile_steps:])
             self.profile = {"breakdown_ms": gpu_breakdown(events, wall, self.profile_steps),
                             "top_kernels_ms": top_kernels(events, self.profile_steps)}
+            if self.trace is not None:
+                raw = self.trace.with_suffix("")
+                self.profiler.export_chrome_trace(str(raw))
+                with open(raw, "rb") as src, gzip.open(self.trace, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                raw.unlink()
             self.profiler = None
 
 
@@ -330,7 +341,8 @@ def run_oa(args, work: Path, variant: str) -> dict:
         def prepare_data(self):
             train, _ = super().prepare_data()
             self.rows = len(train)
-            self.meter = Meter(self.run.model, torch.device(args.device), args.profile, args.warmup)
+            self.meter = Meter(self.run.model, torch.device(args.device), args.profile, args.warmup,
+                               work / f"trace-{variant}.json.gz")
             self.meter.start()  # the first step's time also holds the optimizer set-up: it is a warm-up step
             return train, []
 
@@ -364,7 +376,7 @@ def run_trl(args, work: Path, variant: str) -> dict:
     train = train.select_columns(["input_ids", "labels"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    meter = Meter(model, torch.device(args.device), args.profile, args.warmup)
+    meter = Meter(model, torch.device(args.device), args.profile, args.warmup, work / f"trace-{variant}.json.gz")
 
     class Timer(TrainerCallback):
         def on_train_begin(self, a, state, control, **kw):
