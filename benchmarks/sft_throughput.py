@@ -27,8 +27,9 @@ unpacked samples (``input_ids`` + ``labels``) and packs them itself (``packing=T
 Same optimizer (torch AdamW, lr 2e-5, cosine, no warm-up, weight decay 0, clip 1.0), no gradient
 checkpointing, ``--steps`` optimizer steps, gradient accumulation 1.
 
-Measured per optimizer step (CUDA synchronised, host clock) from a forward pre-hook on the model (tokens,
-supervised tokens, attention work) and a per-step callback (time); the first ``--warmup`` steps are
+Measured per optimizer step from a forward pre-hook on the model (tokens, supervised tokens, attention work) and
+a per-step callback that records a CUDA event (time between consecutive events; the meter never synchronises,
+so it adds no idle GPU time of its own); the first ``--warmup`` steps are
 dropped. Throughput is tokens over the summed step time of the measured steps.
 
 MFU = (6 * N * T + A) / (t * 989e12): N = parameters in matrix products (all parameters except the
@@ -211,7 +212,7 @@ def ensure_plugins() -> None:
 
 
 class Meter:
-    """Counts each forward's tokens (pre-hook) and times each optimizer step (host clock after a sync)."""
+    """Counts each forward's tokens (pre-hook) and times each optimizer step (CUDA events, read at the end)."""
 
     def __init__(self, model, device, profile: int = 0, warmup: int = 0, trace: Path | None = None):
         import torch
@@ -223,8 +224,7 @@ class Meter:
         self.layers = cfg.num_hidden_layers
         self.pending: list = []  # (tokens, supervised tensor or None, position sum tensor) since the last step
         self.steps: list[dict] = []
-        self.losses: list[float] = []
-        self.t0 = None
+        self.last = None
         self.model = model
         self.handle = model.register_forward_pre_hook(self.hook, with_kwargs=True)
         self.profile_steps, self.warmup = profile, warmup
@@ -251,26 +251,40 @@ class Meter:
         self.pending.append((ids.numel(), sup, pos_sum))
 
     def start(self):
-        self.sync()
-        self.t0 = time.perf_counter()
+        self.last = self.clock()
 
-    def sync(self):
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
+    def clock(self):
+        """A CUDA event recorded in the stream (no synchronisation, so the meter adds no GPU idle time that the
+        trainer itself does not cause), or the host clock on a CPU."""
+        if self.device.type != "cuda":
+            return time.perf_counter()
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
 
     def step(self, loss: float | None, supervised: int | None = None):
-        self.sync()
-        now = time.perf_counter()
-        toks = sum(p[0] for p in self.pending)
-        if supervised is None:
-            supervised = int(sum(int(p[1]) for p in self.pending if p[1] is not None))
-        pos_sum = float(sum(float(p[2]) for p in self.pending))
-        self.steps.append({"seconds": now - self.t0, "tokens": toks, "supervised": supervised,
-                           "attn_flops": attention_flops(pos_sum, self.layers, self.heads, self.head_dim),
-                           "loss": loss, "profiled": self.profiler is not None})
-        self.pending = []
+        mark = self.clock()
+        self.steps.append({"marks": (self.last, mark), "tokens": sum(p[0] for p in self.pending),
+                           "supervised": supervised if supervised is not None else [p[1] for p in self.pending],
+                           "pos_sums": [p[2] for p in self.pending], "loss": loss,
+                           "profiled": self.profiler is not None})
+        self.last, self.pending = mark, []
         self.profile_step()
-        self.t0 = time.perf_counter()
+
+    def resolve(self) -> list[dict]:
+        """Synchronise once and turn the recorded steps into numbers (seconds, supervised tokens, attention work)."""
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+        for s in self.steps:
+            if "marks" not in s:
+                continue
+            a, b = s.pop("marks")
+            s["seconds"] = a.elapsed_time(b) / 1e3 if self.device.type == "cuda" else b - a
+            if isinstance(s["supervised"], list):
+                s["supervised"] = int(sum(int(x) for x in s["supervised"] if x is not None))
+            s["attn_flops"] = attention_flops(float(sum(float(x) for x in s.pop("pos_sums"))), self.layers,
+                                              self.heads, self.head_dim)
+        return self.steps
 
     def profile_step(self):
         """Start the profiler after the warm-up steps; stop it ``profile_steps`` steps later."""
@@ -291,7 +305,7 @@ class Meter:
             events = [(e.name, e.time_range.start, e.time_range.end) for e in self.profiler.events()
                       if e.device_type == kind and (not e.is_user_annotation if kind == DeviceType.CUDA
                                                     else not e.cpu_parent)]  # a GPU annotation spans kernels
-            wall = 1e6 * sum(s["seconds"] for s in self.steps[-self.profile_steps:])
+            wall = 1e6 * sum(s["seconds"] for s in self.resolve()[-self.profile_steps:])
             self.profile = {"breakdown_ms": gpu_breakdown(events, wall, self.profile_steps),
                             "top_kernels_ms": top_kernels(events, self.profile_steps)}
             if self.trace is not None:
@@ -352,7 +366,7 @@ def run_oa(args, work: Path, variant: str) -> dict:
         record.get("loss"), supervised=record.get("tokens"))]).run()
     objective.meter.handle.remove()
     run = objective.run
-    return {**objective.meter.params(), "steps": objective.meter.steps, "rows": objective.rows,
+    return {**objective.meter.params(), "steps": objective.meter.resolve(), "rows": objective.rows,
             "profile": objective.meter.profile,
             "vocab": len(run.tokenizer.tokenizer), "patches": run.model_manifest.get("patches")}
 
@@ -403,7 +417,7 @@ def run_trl(args, work: Path, variant: str) -> dict:
     rows = len(trainer.train_dataset)
     trainer.train()
     meter.handle.remove()
-    return {**meter.params(), "steps": meter.steps, "rows": rows, "vocab": len(tokenizer), "profile": meter.profile,
+    return {**meter.params(), "steps": meter.resolve(), "rows": rows, "vocab": len(tokenizer), "profile": meter.profile,
             "packing_strategy": getattr(sft_config, "packing_strategy", None)}
 
 
