@@ -45,6 +45,12 @@ intervals) to the report; profiled steps are left out of the averages (the profi
 variant's Chrome trace is written to ``trace-<variant>.json.gz`` (open it in Perfetto to see what the host does
 while the GPU idles).
 
+``--processes 1,2`` runs each variant on 1 and on 2 GPUs (one process per GPU, launched as ``oa train
+--num-processes`` does, with ``--accelerate-config`` or plain DDP): rows "VARIANT x2" count the tokens of all
+processes, time the slowest, give memory per GPU and MFU against 2 GPUs' peak, and a scaling line compares each
+with its one-GPU row (efficiency = tokens/s on N GPUs / (N x tokens/s on one)). The per-device batch stays the same.
+On CPU the processes use gloo (a smoke test only).
+
 Ratios are printed against every TRL variant that ran (``X / trl+liger@flex_attention: ...``), each naming the
 two rows it compares.
 """
@@ -308,7 +314,7 @@ class Meter:
             wall = 1e6 * sum(s["seconds"] for s in self.resolve()[-self.profile_steps:])
             self.profile = {"breakdown_ms": gpu_breakdown(events, wall, self.profile_steps),
                             "top_kernels_ms": top_kernels(events, self.profile_steps)}
-            if self.trace is not None:
+            if self.trace is not None and os.environ.get("RANK", "0") == "0":
                 raw = self.trace.with_suffix("")
                 self.profiler.export_chrome_trace(str(raw))
                 with open(raw, "rb") as src, gzip.open(self.trace, "wb") as dst:
@@ -367,6 +373,7 @@ def run_oa(args, work: Path, variant: str) -> dict:
     objective.meter.handle.remove()
     run = objective.run
     return {**objective.meter.params(), "steps": objective.meter.resolve(), "rows": objective.rows,
+            "supervised_of_all": True,  # the loop's count, of all processes together
             "profile": objective.meter.profile,
             "vocab": len(run.tokenizer.tokenizer), "patches": run.model_manifest.get("patches")}
 
@@ -435,7 +442,24 @@ def one_variant(args) -> None:
     if args.device == "cuda":
         res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         res["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
-    Path(args.result).write_text(json.dumps(res, default=str))
+    rank = int(os.environ.get("RANK", "0"))
+    result = Path(args.result)
+    (result.with_suffix(f".rank{rank}.json") if "WORLD_SIZE" in os.environ else result).write_text(
+        json.dumps(res, default=str))
+
+
+def merge_ranks(parts: list[dict]) -> dict:
+    """One result from each process's: tokens, supervised tokens and attention work summed per step, the
+    slowest process's step time, the largest peak memory (per GPU)."""
+    out = dict(parts[0], processes=len(parts))
+    summed = ("tokens", "attn_flops") if parts[0].get("supervised_of_all") else ("tokens", "supervised", "attn_flops")
+    out["steps"] = [dict(step, seconds=max(p["steps"][i]["seconds"] for p in parts),
+                         **{k: sum(p["steps"][i][k] for p in parts) for k in summed})
+                    for i, step in enumerate(parts[0]["steps"])]
+    for key in ("peak_gib", "peak_reserved_gib"):
+        if key in out:
+            out[key] = max(p[key] for p in parts)
+    return out
 
 
 def versions() -> dict:
@@ -463,27 +487,35 @@ def driver(args) -> int:
     if args.repeat and oa_runs:
         order.append(oa_runs[0])
     results, seen = [], {}
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    for variant in order:
-        seen[variant] = seen.get(variant, 0) + 1
-        label = variant if seen[variant] == 1 else f"{variant} (again)"
+    runs = [(variant, n) for variant in order for n in args.processes]
+    for variant, n in runs:
+        seen[(variant, n)] = seen.get((variant, n), 0) + 1
+        label = variant if n == 1 else f"{variant} x{n}"
+        label = label if seen[(variant, n)] == 1 else f"{label} (again)"
         result = work / f"result-{len(results)}.json"
-        cmd = [sys.executable, __file__, "--variant", variant, "--result", str(result), "--out", str(work),
-               "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
-               "--device", args.device, "--dtype", args.dtype, "--mixed-precision", args.mixed_precision,
-               "--attn", args.attn, "--shape", args.shape, "--warmup", str(args.warmup),
-               "--profile", str(args.profile)]
+        target = [__file__, "--variant", variant, "--result", str(result), "--out", str(work),
+                  "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
+                  "--device", args.device, "--dtype", args.dtype, "--mixed-precision", args.mixed_precision,
+                  "--attn", args.attn, "--shape", args.shape, "--warmup", str(args.warmup),
+                  "--profile", str(args.profile)]
+        cmd, env = [sys.executable, *target], dict(os.environ, PYTHONUNBUFFERED="1")
+        if n > 1 or args.accelerate_config:  # one process per GPU, started as `oa train --num-processes` does
+            from oa_train.launch import launch_command, launch_env
+
+            cmd = launch_command(target, num_processes=n, accelerate_config=args.accelerate_config)
+            env = dict(launch_env(args.accelerate_config), PYTHONUNBUFFERED="1")
         print(f"== {label}: {' '.join(cmd[2:])}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env)
-        if proc.returncode != 0 or not result.exists():
+        parts = sorted(work.glob(f"{result.stem}.rank*.json"), key=lambda p: int(p.suffixes[0][5:]))
+        if proc.returncode != 0 or not (result.exists() or parts):
             print(f"!! {label} failed (exit {proc.returncode})", flush=True)
             results.append({"variant": label, "failed": proc.returncode})
             continue
-        res = json.loads(result.read_text())
-        res["variant"] = label
+        res = merge_ranks([json.loads(p.read_text()) for p in parts]) if parts else json.loads(result.read_text())
+        res["variant"], res["processes"] = label, n
         res["summary"] = summarize(res["steps"], args.warmup, res["n_matmul"],
-                                   H100_BF16_PEAK if args.device == "cuda" else float("nan"))
+                                   n * H100_BF16_PEAK if args.device == "cuda" else float("nan"))
         print(f"   {label}: {time.perf_counter() - t0:.0f} s, {res['summary']['tokens_per_s']:.0f} tokens/s", flush=True)
         results.append(res)
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions(), "args": vars(args),
@@ -545,14 +577,22 @@ def profile_lines(ok: list[dict]) -> list[str]:
 
 
 def ratio_lines(ok: list[dict]) -> list[str]:
-    """Every oa row against every TRL row, each line naming the two rows it compares."""
+    """Every oa row against every TRL row on as many GPUs, each line naming the two rows it compares; then each
+    multi-GPU row's scaling against its variant on one GPU."""
     out = []
     for peer in (r for r in ok if r["variant"].startswith("trl")):
-        for r in (r for r in ok if r["variant"].startswith("oa")):
+        for r in (r for r in ok if r["variant"].startswith("oa") and r.get("processes", 1) == peer.get("processes", 1)):
             a, b = r["summary"], peer["summary"]
             mem = f", peak memory {r['peak_gib'] / peer['peak_gib']:.2f}x" if "peak_gib" in r and "peak_gib" in peer else ""
             out.append(f"- {r['variant']} / {peer['variant']}: tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
                        f"supervised tokens/s {a['supervised_per_s'] / b['supervised_per_s']:.2f}x{mem}")
+    one = {r["variant"]: r for r in ok if r.get("processes", 1) == 1}
+    for r in (r for r in ok if r.get("processes", 1) > 1):
+        n, base = r["processes"], one.get(r["variant"].rsplit(" x", 1)[0])
+        if base is not None:
+            ratio = r["summary"]["tokens_per_s"] / base["summary"]["tokens_per_s"]
+            out.append(f"- {r['variant']} / {base['variant']}: tokens/s {ratio:.2f}x with {n} processes "
+                       f"(scaling efficiency {ratio / n:.0%})")
     return out
 
 
@@ -573,9 +613,14 @@ def main(argv=None) -> int:
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="profile K steps after the warm-up (torch.profiler), report GPU time by category")
     p.add_argument("--shape", choices=sorted(MODEL_CONFIGS), default=None, help="model shape (default qwen0.5b)")
+    p.add_argument("--processes", default="1", help="comma-separated process (GPU) counts to run each variant "
+                   "with, e.g. 1,2: scaling; tokens/s and MFU are of all GPUs together, memory per GPU")
+    p.add_argument("--accelerate-config", default=None, help="accelerate preset for the runs (default: DDP), e.g. "
+                   "examples/configs/accelerate/fsdp.yaml")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.processes = [int(n) for n in str(args.processes).split(",") if n]
     if args.device is None:
         import torch
 

@@ -64,6 +64,27 @@ def test_variants_and_ratio_lines_name_the_rows_they_compare():
                      "- oa-default / trl+liger@flex_attention: tokens/s 1.20x, supervised tokens/s 1.20x, peak memory 1.25x"]
 
 
+def test_multi_gpu_rows_compare_with_rows_on_as_many_gpus_and_report_scaling():
+    row = lambda name, tps, n: {"variant": name, "processes": n,  # noqa: E731
+                                "summary": {"tokens_per_s": tps, "supervised_per_s": tps}}
+    lines = bench.ratio_lines([row("oa-default", 100.0, 1), row("oa-default x2", 190.0, 2),
+                               row("trl@flex_attention x2", 95.0, 2)])
+    assert lines == ["- oa-default x2 / trl@flex_attention x2: tokens/s 2.00x, supervised tokens/s 2.00x",
+                     "- oa-default x2 / oa-default: tokens/s 1.90x with 2 processes (scaling efficiency 95%)"]
+
+
+def test_per_process_results_merge_into_one_row():
+    step = lambda s, t: {"seconds": s, "tokens": t, "supervised": t // 2, "attn_flops": 1.0, "loss": 2.0}  # noqa: E731
+    parts = [{"n_matmul": 7, "peak_gib": 3.0, "steps": [step(1.0, 100), step(2.0, 50)]},
+             {"n_matmul": 7, "peak_gib": 4.0, "steps": [step(1.5, 90), step(1.0, 60)]}]
+    merged = bench.merge_ranks(parts)
+    assert merged["processes"] == 2 and merged["peak_gib"] == 4.0 and merged["n_matmul"] == 7
+    assert merged["steps"] == [{"seconds": 1.5, "tokens": 190, "supervised": 95, "attn_flops": 2.0, "loss": 2.0},
+                               {"seconds": 2.0, "tokens": 110, "supervised": 55, "attn_flops": 2.0, "loss": 2.0}]
+    oa_parts = [dict(p, supervised_of_all=True) for p in parts]  # oa's loop counts them over all processes
+    assert [s["supervised"] for s in bench.merge_ranks(oa_parts)["steps"]] == [50, 25]
+
+
 def test_profiled_steps_are_left_out_of_the_averages():
     steps = [{"seconds": 1.0, "tokens": 100, "supervised": 50, "attn_flops": 0.0, "profiled": p}
              for p in (False, False, True, True, False)]
