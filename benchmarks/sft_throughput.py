@@ -323,6 +323,11 @@ class Meter:
             self.profiler = None
 
 
+def safe_name(variant: str) -> str:
+    """A variant as part of a file name (no '+' or '@')."""
+    return variant.replace("+", "_").replace("@", "_")
+
+
 def write_run_config(work: Path, args, variant: str) -> Path:
     import yaml
 
@@ -332,7 +337,7 @@ def write_run_config(work: Path, args, variant: str) -> Path:
         model["attn_implementation"] = attn
         model["patches"] = ["kernels.all"] if name == "oa+kernels" else []
     cfg = {
-        "method": "sft", "output_dir": str(work / f"run-{variant.replace('+', '_').replace('@', '_')}"), "seed": 0,
+        "method": "sft", "output_dir": str(work / f"run-{safe_name(variant)}"), "seed": 0,
         "model": model,
         "tokenizer": {"path": str(ROOT / "assets/tokenizers/llama2-sp")},
         "datasets": [{"path": str(ROOT / "examples/data/oasst/en_100_tree.jsonl"), "format": "oasst.sft"},
@@ -343,7 +348,7 @@ def write_run_config(work: Path, args, variant: str) -> Path:
                   "lr_scheduler": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
                   "save_steps": None, "mixed_precision": args.mixed_precision, "gradient_checkpointing": False},
     }
-    path = work / f"{variant.replace('+', '_').replace('@', '_')}.yaml"
+    path = work / f"{safe_name(variant)}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -362,7 +367,7 @@ def run_oa(args, work: Path, variant: str) -> dict:
             train, _ = super().prepare_data()
             self.rows = len(train)
             self.meter = Meter(self.run.model, torch.device(args.device), args.profile, args.warmup,
-                               work / f"trace-{variant}.json.gz")
+                               work / f"trace-{safe_name(variant)}.json.gz")
             self.meter.start()  # the first step's time also holds the optimizer set-up: it is a warm-up step
             return train, []
 
@@ -397,7 +402,7 @@ def run_trl(args, work: Path, variant: str) -> dict:
     train = train.select_columns(["input_ids", "labels"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    meter = Meter(model, torch.device(args.device), args.profile, args.warmup, work / f"trace-{variant}.json.gz")
+    meter = Meter(model, torch.device(args.device), args.profile, args.warmup, work / f"trace-{safe_name(variant)}.json.gz")
 
     class Timer(TrainerCallback):
         def on_train_begin(self, a, state, control, **kw):
