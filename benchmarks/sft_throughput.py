@@ -274,8 +274,9 @@ class Meter:
                            "supervised": supervised if supervised is not None else [p[1] for p in self.pending],
                            "pos_sums": [p[2] for p in self.pending], "loss": loss,
                            "profiled": self.profiler is not None})
-        self.last, self.pending = mark, []
+        self.pending = []
         self.profile_step()
+        self.last = self.clock() if self.profile_steps else mark  # the profiler's start and export are no step's
 
     def resolve(self) -> list[dict]:
         """Synchronise once and turn the recorded steps into numbers (seconds, supervised tokens, attention work)."""
