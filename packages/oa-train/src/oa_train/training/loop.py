@@ -393,6 +393,7 @@ def _tokens(batch: dict[str, torch.Tensor]) -> int:
 
 def _as_tensor(value, device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
+        value = value.full_tensor() if hasattr(value, "full_tensor") else value  # FSDP2's gradient norm: a DTensor
         return value.detach().to(device=device, dtype=torch.float64).reshape(())
     return torch.tensor(float(value), dtype=torch.float64, device=device)
 
