@@ -22,12 +22,11 @@ EPS = 1e-4
 
 
 def nanstd(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """The unbiased std ignoring NaNs (NaN with fewer than 2 values), as TRL's ``nanstd``."""
-    keep = dim is not None
-    mean = torch.nanmean(x, dim=dim, keepdim=True) if keep else torch.nanmean(x)
-    variance = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=keep)
-    count = (~torch.isnan(x)).sum(dim=dim, keepdim=keep) if keep else (~torch.isnan(x)).sum()
-    correction = torch.where(count > 1, count / (count - 1), torch.full_like(variance, float("nan")))
+    """The unbiased std ignoring NaNs (NaN with fewer than 2 values), as TRL's ``nanstd``; ``dim`` is reduced."""
+    mean = torch.nanmean(x, dim=dim, keepdim=True) if dim is not None else torch.nanmean(x)
+    variance = torch.nanmean((x - mean) ** 2, dim=dim)
+    count = (~torch.isnan(x)).sum(dim=dim) if dim is not None else (~torch.isnan(x)).sum()
+    correction = torch.where(count > 1, count / (count - 1).clamp(min=1), torch.full_like(variance, float("nan")))
     return torch.sqrt(variance * correction)
 
 

@@ -117,10 +117,14 @@ def _model(cfg, train) -> list[tuple[str, str]]:
     return problems
 
 
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
 def _generator(cfg, train) -> list[tuple[str, str]]:
     problems = []
     if train.generator == "vllm":
-        if importlib.util.find_spec("vllm") is None:
+        if not vllm_installed():
             problems.append(("train.generator", "vllm is not installed (pip install 'oa-infer[vllm]' on a CUDA machine, "
                              "or generator: hf)"))
         if cfg.model is not None and cfg.model.random_init:

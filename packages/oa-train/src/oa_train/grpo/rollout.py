@@ -105,7 +105,8 @@ def vllm_model(llm: Any) -> Any:
 def policy_weights(net: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of every weight of the policy under the names of the plain transformers model. A PEFT
     model's adapters are merged for the duration (and unmerged after): ``base_model.model.`` and ``.base_layer``
-    leave the names, adapter weights and the originals of ``modules_to_save`` are skipped."""
+    leave the names, adapter weights and the originals of ``modules_to_save`` are skipped. The tensors are the live
+    weights: copy them before the iteration ends (the adapters are unmerged then)."""
     if not hasattr(net, "merge_adapter"):
         for name, param in net.named_parameters():
             yield name, param.data
