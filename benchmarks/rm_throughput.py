@@ -138,10 +138,15 @@ class Meter:
 def write_run_config(work: Path, args, variant: str) -> Path:
     import yaml
 
+    model = {"path": str(work / "model-config"), "type": "seq_cls", "random_init": True, "dtype": args.dtype}
+    attn = args.attn if variant == "trl" else args.oa_attn
+    if attn != "default":  # default: no attn_implementation in the config, oa picks (flex for packed rows on a GPU)
+        model["attn_implementation"] = attn
+    if variant == "trl":
+        model["patches"] = []  # TRL's own model: none of oa's kernels (oa's variants get oa's default patches)
     cfg = {
         "method": "rm", "output_dir": str(work / f"run-{variant}"), "seed": 0,
-        "model": {"path": str(work / "model-config"), "type": "seq_cls", "random_init": True, "dtype": args.dtype,
-                  "attn_implementation": args.attn},
+        "model": model,
         "tokenizer": {"path": str(ROOT / "assets/tokenizers/llama2-sp")},
         "datasets": [{"path": str(args.data), "format": "hh_rlhf"}],
         "data": {"chat_template": "chatml", "max_length": args.max_length, "cache_dir": str(work / "oa-cache")},
@@ -250,7 +255,7 @@ def driver(args) -> int:
         cmd = [sys.executable, __file__, "--variant", variant, "--result", str(result), "--out", str(work),
                "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
                "--device", args.device, "--dtype", args.dtype, "--mixed-precision", args.mixed_precision,
-               "--attn", args.attn, "--data", str(args.data)]
+               "--attn", args.attn, "--oa-attn", args.oa_attn, "--data", str(args.data)]
         print(f"== {variant}: {' '.join(cmd[2:])}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env)
@@ -322,7 +327,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--mixed-precision", default=None)
-    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--attn", default="sdpa", help="attention of the TRL variant (and of oa's unless --oa-attn)")
+    p.add_argument("--oa-attn", default=None, help="attention of the oa variants ('default': oa's own choice)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -330,6 +336,7 @@ def main(argv=None) -> int:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    args.oa_attn = args.oa_attn or args.attn
     args.steps = args.steps or (6 if args.tiny else 60)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.tiny else 10)
     args.max_length = args.max_length or (256 if args.tiny else 1024)

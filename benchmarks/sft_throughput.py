@@ -27,8 +27,9 @@ unpacked samples (``input_ids`` + ``labels``) and packs them itself (``packing=T
 Same optimizer (torch AdamW, lr 2e-5, cosine, no warm-up, weight decay 0, clip 1.0), no gradient
 checkpointing, ``--steps`` optimizer steps, gradient accumulation 1.
 
-Measured per optimizer step (CUDA synchronised, host clock) from a forward pre-hook on the model (tokens,
-supervised tokens, attention work) and a per-step callback (time); the first ``--warmup`` steps are
+Measured per optimizer step from a forward pre-hook on the model (tokens, supervised tokens, attention work) and
+a per-step callback that records a CUDA event (time between consecutive events; the meter never synchronises,
+so it adds no idle GPU time of its own); the first ``--warmup`` steps are
 dropped. Throughput is tokens over the summed step time of the measured steps.
 
 MFU = (6 * N * T + A) / (t * 989e12): N = parameters in matrix products (all parameters except the
@@ -40,7 +41,9 @@ not), A = causal attention products = 12 * layers * heads * head_dim * sum over 
 ``--profile K`` records K steady steps after the warm-up with ``torch.profiler`` in every variant and adds a
 per-category GPU time breakdown per step (matrix products, attention, optimizer, Triton kernels, elementwise and
 copies, reductions, communication, other) and the time the GPU sat idle (step time minus the union of kernel
-intervals) to the report; profiled steps are left out of the averages (the profiler slows them).
+intervals) to the report; profiled steps are left out of the averages (the profiler slows them). Each profiled
+variant's Chrome trace is written to ``trace-<variant>.json.gz`` (open it in Perfetto to see what the host does
+while the GPU idles).
 
 Ratios are printed against every TRL variant that ran (``X / trl+liger@flex_attention: ...``), each naming the
 two rows it compares.
@@ -49,9 +52,11 @@ two rows it compares.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -207,9 +212,9 @@ def ensure_plugins() -> None:
 
 
 class Meter:
-    """Counts each forward's tokens (pre-hook) and times each optimizer step (host clock after a sync)."""
+    """Counts each forward's tokens (pre-hook) and times each optimizer step (CUDA events, read at the end)."""
 
-    def __init__(self, model, device, profile: int = 0, warmup: int = 0):
+    def __init__(self, model, device, profile: int = 0, warmup: int = 0, trace: Path | None = None):
         import torch
 
         self.torch, self.device = torch, device
@@ -219,12 +224,11 @@ class Meter:
         self.layers = cfg.num_hidden_layers
         self.pending: list = []  # (tokens, supervised tensor or None, position sum tensor) since the last step
         self.steps: list[dict] = []
-        self.losses: list[float] = []
-        self.t0 = None
+        self.last = None
         self.model = model
         self.handle = model.register_forward_pre_hook(self.hook, with_kwargs=True)
         self.profile_steps, self.warmup = profile, warmup
-        self.profiler, self.profile = None, None
+        self.profiler, self.profile, self.trace = None, None, trace
 
     def params(self) -> dict:
         """Unique parameters, and those in matrix products (see the module docstring)."""
@@ -247,26 +251,40 @@ class Meter:
         self.pending.append((ids.numel(), sup, pos_sum))
 
     def start(self):
-        self.sync()
-        self.t0 = time.perf_counter()
+        self.last = self.clock()
 
-    def sync(self):
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
+    def clock(self):
+        """A CUDA event recorded in the stream (no synchronisation, so the meter adds no GPU idle time that the
+        trainer itself does not cause), or the host clock on a CPU."""
+        if self.device.type != "cuda":
+            return time.perf_counter()
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
 
     def step(self, loss: float | None, supervised: int | None = None):
-        self.sync()
-        now = time.perf_counter()
-        toks = sum(p[0] for p in self.pending)
-        if supervised is None:
-            supervised = int(sum(int(p[1]) for p in self.pending if p[1] is not None))
-        pos_sum = float(sum(float(p[2]) for p in self.pending))
-        self.steps.append({"seconds": now - self.t0, "tokens": toks, "supervised": supervised,
-                           "attn_flops": attention_flops(pos_sum, self.layers, self.heads, self.head_dim),
-                           "loss": loss, "profiled": self.profiler is not None})
-        self.pending = []
+        mark = self.clock()
+        self.steps.append({"marks": (self.last, mark), "tokens": sum(p[0] for p in self.pending),
+                           "supervised": supervised if supervised is not None else [p[1] for p in self.pending],
+                           "pos_sums": [p[2] for p in self.pending], "loss": loss,
+                           "profiled": self.profiler is not None})
+        self.last, self.pending = mark, []
         self.profile_step()
-        self.t0 = time.perf_counter()
+
+    def resolve(self) -> list[dict]:
+        """Synchronise once and turn the recorded steps into numbers (seconds, supervised tokens, attention work)."""
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+        for s in self.steps:
+            if "marks" not in s:
+                continue
+            a, b = s.pop("marks")
+            s["seconds"] = a.elapsed_time(b) / 1e3 if self.device.type == "cuda" else b - a
+            if isinstance(s["supervised"], list):
+                s["supervised"] = int(sum(int(x) for x in s["supervised"] if x is not None))
+            s["attn_flops"] = attention_flops(float(sum(float(x) for x in s.pop("pos_sums"))), self.layers,
+                                              self.heads, self.head_dim)
+        return self.steps
 
     def profile_step(self):
         """Start the profiler after the warm-up steps; stop it ``profile_steps`` steps later."""
@@ -285,10 +303,17 @@ class Meter:
 
             kind = DeviceType.CUDA if self.device.type == "cuda" else DeviceType.CPU
             events = [(e.name, e.time_range.start, e.time_range.end) for e in self.profiler.events()
-                      if e.device_type == kind and (kind == DeviceType.CUDA or not e.cpu_parent)]
-            wall = 1e6 * sum(s["seconds"] for s in self.steps[-self.profile_steps:])
+                      if e.device_type == kind and (not e.is_user_annotation if kind == DeviceType.CUDA
+                                                    else not e.cpu_parent)]  # a GPU annotation spans kernels
+            wall = 1e6 * sum(s["seconds"] for s in self.resolve()[-self.profile_steps:])
             self.profile = {"breakdown_ms": gpu_breakdown(events, wall, self.profile_steps),
                             "top_kernels_ms": top_kernels(events, self.profile_steps)}
+            if self.trace is not None:
+                raw = self.trace.with_suffix("")
+                self.profiler.export_chrome_trace(str(raw))
+                with open(raw, "rb") as src, gzip.open(self.trace, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                raw.unlink()
             self.profiler = None
 
 
@@ -330,7 +355,8 @@ def run_oa(args, work: Path, variant: str) -> dict:
         def prepare_data(self):
             train, _ = super().prepare_data()
             self.rows = len(train)
-            self.meter = Meter(self.run.model, torch.device(args.device), args.profile, args.warmup)
+            self.meter = Meter(self.run.model, torch.device(args.device), args.profile, args.warmup,
+                               work / f"trace-{variant}.json.gz")
             self.meter.start()  # the first step's time also holds the optimizer set-up: it is a warm-up step
             return train, []
 
@@ -340,7 +366,7 @@ def run_oa(args, work: Path, variant: str) -> dict:
         record.get("loss"), supervised=record.get("tokens"))]).run()
     objective.meter.handle.remove()
     run = objective.run
-    return {**objective.meter.params(), "steps": objective.meter.steps, "rows": objective.rows,
+    return {**objective.meter.params(), "steps": objective.meter.resolve(), "rows": objective.rows,
             "profile": objective.meter.profile,
             "vocab": len(run.tokenizer.tokenizer), "patches": run.model_manifest.get("patches")}
 
@@ -364,7 +390,7 @@ def run_trl(args, work: Path, variant: str) -> dict:
     train = train.select_columns(["input_ids", "labels"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    meter = Meter(model, torch.device(args.device), args.profile, args.warmup)
+    meter = Meter(model, torch.device(args.device), args.profile, args.warmup, work / f"trace-{variant}.json.gz")
 
     class Timer(TrainerCallback):
         def on_train_begin(self, a, state, control, **kw):
@@ -391,7 +417,7 @@ def run_trl(args, work: Path, variant: str) -> dict:
     rows = len(trainer.train_dataset)
     trainer.train()
     meter.handle.remove()
-    return {**meter.params(), "steps": meter.steps, "rows": rows, "vocab": len(tokenizer), "profile": meter.profile,
+    return {**meter.params(), "steps": meter.resolve(), "rows": rows, "vocab": len(tokenizer), "profile": meter.profile,
             "packing_strategy": getattr(sft_config, "packing_strategy", None)}
 
 

@@ -156,20 +156,21 @@ class Reference:
                           + "".join("| " + " | ".join(cell(c) for c in row) + " |\n" for row in rows))
 
     def model(self, model: type[BaseModel], keys: list[str], intro: list[str], level: int = 2,
-              heading: str | None = None, outro: tuple[str, ...] = ()) -> None:
-        """A heading for ``model`` at ``keys`` (the places it sits in a config), its table, then nested models."""
-        self.parts.append(f"{'#' * level} " + (heading or ", ".join(f"`{k}`" for k in keys)) + "\n")
+              heading: str | None = None, outro: tuple[str, ...] = (), suffix: str = "") -> None:
+        """A heading for ``model`` at ``keys`` (the places it sits in a config), its table, then nested models
+        (their headings end in ``suffix``, e.g. the methods a ``train`` table belongs to)."""
+        self.parts.append(f"{'#' * level} " + (heading or ", ".join(f"`{k}`" for k in keys) + suffix) + "\n")
         self.parts.append("\n\n".join(p for p in [*intro, doc_text(model), *outro] if p) + "\n")
         nested: dict[type[BaseModel], list[str]] = {}
         for name, info in model.model_fields.items():
             for sub, is_list in nested_models(info.annotation):
                 nested.setdefault(sub, []).append(f"{keys[0]}.{name}" + ("[]" if is_list else ""))
-        link = {sub: ", ".join(f"`{k}`" for k in where) for sub, where in nested.items()}
+        link = {sub: ", ".join(f"`{k}`" for k in where) + suffix for sub, where in nested.items()}
         rows = [(f"`{name}`", type_text(_annotated(info), link), default_text(info), info.description or "")
                 for name, info in model.model_fields.items()]
         self.table(rows, ("key", "type", "default", "description"))
         for sub, where in nested.items():
-            self.model(sub, where, [], level + 1)
+            self.model(sub, where, [], level + 1, suffix=suffix)
 
     def text(self) -> str:
         return "\n".join(self.parts)
@@ -231,7 +232,8 @@ def render(registry: Registry, distributions: dict[str, bool] | None = None) -> 
                 package = ", ".join(sorted({e.provider.distribution for e in es}))
                 intro = ["; ".join(f"`{e.name}`: {e.obj.description}" for e in es)
                          + f". Package `{package}`, model `{cfg.__module__}.{cfg.__name__}`."]
-                doc.model(cfg, ["train"], intro, heading=train_heads[cfg], outro=_base_text(cfg))
+                doc.model(cfg, ["train"], intro, heading=train_heads[cfg], outro=_base_text(cfg),
+                          suffix=train_heads[cfg].removeprefix("`train`"))
         elif key in sections:
             e = sections[key]
             doc.model(e.obj, [key], [f"Package `{e.provider.distribution}` (plugin `{e.provider.plugin}`), model "

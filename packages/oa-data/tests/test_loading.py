@@ -209,6 +209,7 @@ SAMPLES = [
     (dict(path="examples/data/gsm8k/qa_gptneo.json", format="qa_json"), 100, "prompt_completion"),
     (dict(path="examples/data/gsm8k/qa_gptneo.json", format="qa_json", split="test"), 50, "prompt_completion"),
     (dict(path="examples/data/hh-rlhf/harmless-base-test-300.jsonl.gz", format="hh_rlhf"), 300, "preference"),
+    (dict(path="examples/data/hh-rlhf/kto-harmless-base-test-300.jsonl.gz", format="kto"), 300, "unpaired_feedback"),
     (dict(path="examples/data/tinyshakespeare/input_100k.txt", format="pretraining"), 741, "text"),
 ]
 
@@ -260,7 +261,8 @@ def test_the_sample_readme_entries_load(monkeypatch, registry):
     entries = yaml.safe_load(block)["datasets"]
     loaded = [load_records(DatasetSpec(**entry), registry=registry, strict=False) for entry in entries]
     assert [(x.format, x.errors, len(x.records)) for x in loaded] == [
-        ("alpaca", [], 175), ("prompt_reference", [], 500), ("qa_json", [], 50), ("hh_rlhf", [], 300), ("pretraining", [], 741)]
+        ("alpaca", [], 175), ("prompt_reference", [], 500), ("qa_json", [], 50), ("hh_rlhf", [], 300), ("kto", [], 300),
+        ("pretraining", [], 741)]
 
 
 # ---------------------------------------------------------------- places: 1-based file lines, UTF-8

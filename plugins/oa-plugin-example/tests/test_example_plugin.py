@@ -17,7 +17,7 @@ def registry():
 
 def test_discovered_through_entry_point(registry):
     for kind, name in [("dataset_format", "example.gsm8k"), ("reward_function", "example.numeric_answer"),
-                       ("config_section", "example")]:
+                       ("config_section", "example"), ("loss", "example.sigmoid_norm")]:
         entry = registry.entry(kind, name)
         assert (entry.provider.plugin, entry.provider.distribution) == ("example", "oa-plugin-example")
 
@@ -42,3 +42,15 @@ def test_numeric_answer_reward():
     assert numeric_answer([""] * 4, completions, reference=refs) == [1.0, 1.0, 0.0, 0.0]
     assert numeric_answer([""], ["#### 5.5"], reference=["5.4"], tolerance=0.2) == [1.0]
     assert final_number("a 1 b 2") == 2.0 and final_number("none") is None
+
+
+def test_sigmoid_norm_loss_is_dpo_on_per_token_log_ratios():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("oa_train")
+    from oa_train.preference.losses import PairLogProbs, PreferenceParams
+
+    pairs = PairLogProbs(torch.tensor([-3.0, -2.0]), torch.tensor([-4.0, -2.0]), torch.tensor([2.0, 4.0]),
+                         torch.tensor([1.0, 2.0]), torch.tensor([-3.5, -2.5]), torch.tensor([-3.5, -2.5]))
+    got = PluginManager().registry().get("loss", "example.sigmoid_norm").fn(pairs, PreferenceParams(beta=0.5))
+    delta = torch.tensor([0.5 / 2 - (-0.5) / 1, 0.5 / 4 - 0.5 / 2])
+    torch.testing.assert_close(got, -torch.nn.functional.logsigmoid(0.5 * delta))

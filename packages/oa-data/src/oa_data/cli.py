@@ -26,6 +26,24 @@ def _load(config: str, overrides: tuple[str, ...]):
     return cfg, prepare_run_tokenizer(cfg)
 
 
+def _unsupervised(cfg, split: str) -> list[tuple[str, str]]:
+    """(key, record type) of each dataset of ``split`` whose records are not SFT's (pairs, rankings, labels, RL
+    prompts); formats are looked up in the registry, not read."""
+    from oa_core.errors import OAError
+    from oa_core.plugins import get_registry
+
+    group = "datasets" if split == "train" else "eval_datasets"
+    out = []
+    for i, spec in enumerate(getattr(cfg, group)):
+        try:
+            kind = get_registry().get("dataset_format", spec.format).record_type.__name__
+        except OAError:
+            continue  # loading reports it
+        if kind not in ("Conversation", "PromptCompletion", "Text"):
+            out.append((f"{group}.{i}", kind))
+    return out
+
+
 def _specs(cfg, split: str):
     from oa_core.errors import OAError
 
@@ -43,19 +61,26 @@ def _specs(cfg, split: str):
 @set_option
 def preview(config: str, num: int, split: str, overrides: tuple[str, ...]) -> None:
     """Show the first samples exactly as training gets them (encoded, truncated, chunked), with the supervised
-    tokens highlighted (green: trained on)."""
+    tokens highlighted (green: trained on). Pairs, rankings, labelled texts and RL prompts: the prompt and
+    each reply, in file order."""
     from rich.console import Console
 
-    from oa_data.pipeline import preview_split
+    from oa_data.pipeline import load_sources, preview_split
+    from oa_data.settings import DataSettings
 
     cfg, run_tokenizer = _load(config, overrides)
     tokenizer, template = run_tokenizer.tokenizer, run_tokenizer.template
-    _specs(cfg, split)
+    specs = _specs(cfg, split)
     console = Console(soft_wrap=True, highlight=False)
     for note in run_tokenizer.notes:
         console.print(f"[yellow]tokenizer:[/yellow] {note}")
     if template is not None:
         console.print(f"[bold]template:[/bold] {template.name}  end of turn: {template.end_of_turn!r}")
+    if _unsupervised(cfg, split):
+        settings = cfg.section("data", DataSettings)
+        sources = load_sources(specs, settings, strict=False, progress=False)
+        _preview_records(console, sources, tokenizer, template, settings, num)
+        return
     for i, fitted in enumerate(preview_split(cfg, run_tokenizer, split, num)):
         console.rule(f"sample {i}")
         console.print(f"{fitted.record.kind} ({fitted.source}: record {fitted.index}), {len(fitted.encoded)} tokens: "
@@ -67,6 +92,42 @@ def preview(config: str, num: int, split: str, overrides: tuple[str, ...]) -> No
                 console.print(f"[bold]piece {k + 1}/{len(fitted.samples)}[/bold]")
             console.print(f"[bold]{len(enc)} tokens, {enc.num_supervised} supervised[/bold]")
             console.print(_colored(enc, tokenizer))
+
+
+def _preview_records(console, sources, tokenizer, template, settings, num: int) -> None:
+    """The first ``num`` records of pairs, rankings, labelled inputs or RL prompts, encoded and cut to length as
+    their methods do (in file order: the mixing of datasets is not applied here)."""
+    from types import SimpleNamespace
+
+    from oa_data.candidates import fit_candidates
+
+    shown = 0
+    for spec, loaded in sources:
+        for i, record in enumerate(loaded.records[:num - shown]):
+            shown += 1
+            console.rule(f"sample {shown - 1}")
+            extra = f", label {record.label!r}" if hasattr(record, "label") else ""
+            extra += f", reference {record.reference!r}" if hasattr(record, "reference") else ""
+            console.print(f"{record.kind} ({loaded.where(i)}){extra}")
+            encoded = _encode(record, tokenizer, template, settings, loaded.where(i))
+            if isinstance(encoded, dict):  # candidate replies: the prompt, then each reply
+                fitted = fit_candidates(encoded, spec.max_length or settings.max_length)
+                if fitted is None:
+                    console.print("[red]dropped[/red] (identical or empty replies)")
+                    continue
+                prompt = fitted["prompt_input_ids"]
+                console.print(f"[bold]prompt, {len(prompt)} tokens[/bold]")
+                console.print(_colored(SimpleNamespace(input_ids=prompt, labels=[-100] * len(prompt)), tokenizer))
+                for k, (ids, labels) in enumerate(zip(fitted["candidate_input_ids"], fitted["candidate_labels"],
+                                                      strict=True)):
+                    console.print(f"[bold]reply {k + 1}, {len(ids)} tokens[/bold]")
+                    console.print(_colored(SimpleNamespace(input_ids=ids, labels=labels), tokenizer))
+            else:
+                ids = encoded if isinstance(encoded, list) else encoded.input_ids
+                console.print(f"[bold]{len(ids)} tokens[/bold]")
+                console.print(_colored(SimpleNamespace(input_ids=ids, labels=[-100] * len(ids)), tokenizer))
+        if shown >= num:
+            return
 
 
 def _colored(enc, tokenizer):
@@ -100,7 +161,6 @@ def validate(config: str, split: str, overrides: tuple[str, ...]) -> None:
     from oa_core.errors import OAError
     from oa_data.pipeline import load_sources
     from oa_data.settings import DataSettings
-    from oa_data.tokenize import encode_record
 
     cfg, run_tokenizer = _load(config, overrides)
     tokenizer, template = run_tokenizer.tokenizer, run_tokenizer.template
@@ -112,7 +172,7 @@ def validate(config: str, split: str, overrides: tuple[str, ...]) -> None:
         for i, record in enumerate(tqdm(loaded.records, desc=f"checking {loaded.source}", leave=False)):
             checked += 1
             try:
-                encode_record(record, tokenizer, template, settings, source=loaded.where(i))
+                _encode(record, tokenizer, template, settings, loaded.where(i))
             except OAError as e:
                 problems.append(str(e))
     rows = sum(loaded.n_rows for _, loaded in sources)
@@ -123,6 +183,29 @@ def validate(config: str, split: str, overrides: tuple[str, ...]) -> None:
         raise click.exceptions.Exit(2)
 
 
+def _encode(record, tokenizer, template, settings, where: str):
+    """Encode a record as the methods that take its kind do (supervised records for SFT, pairs and rankings for
+    reward models and preference optimisation, labelled inputs for classification, prompts for RL)."""
+    from types import SimpleNamespace
+
+    from oa_core.errors import RecordError
+    from oa_core.schema import Classification, PromptWithReference
+    from oa_data.candidates import RECORDS, encode_candidates
+    from oa_data.classification import encode_input
+    from oa_data.tokenize import encode_messages, encode_record
+
+    if isinstance(record, RECORDS):
+        return encode_candidates(record, tokenizer, template, source=where)
+    if isinstance(record, Classification):
+        return encode_input(record, tokenizer, template, where)
+    if isinstance(record, PromptWithReference):
+        if template is None:
+            raise RecordError(f"{where}: a prompt needs a chat template", hint="set data.chat_template")
+        prompt_only = SimpleNamespace(train_on_inputs=True, only_answer_loss=False)
+        return encode_messages(record.prompt, tokenizer, template, prompt_only, source=where, check=False)
+    return encode_record(record, tokenizer, template, settings, source=where)
+
+
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @split_option
@@ -130,10 +213,15 @@ def validate(config: str, split: str, overrides: tuple[str, ...]) -> None:
 @set_option
 def stats(config: str, split: str, no_cache: bool, overrides: tuple[str, ...]) -> None:
     """Counts, length histogram, supervised fraction and packing efficiency of the prepared data."""
+    from oa_core.errors import OAError
     from oa_data.pipeline import prepare_split
 
     cfg, run_tokenizer = _load(config, overrides)
     _specs(cfg, split)
+    for key, kind in _unsupervised(cfg, split):
+        raise OAError(f"{key}: `oa data stats` measures supervised (SFT) data, this dataset gives {kind} records",
+                      hint="`oa data preview` and `oa data validate` show and check them; `oa train` reports "
+                           "their counts and cuts")
     prepared = prepare_split(cfg, run_tokenizer, split, use_cache=not no_cache)
     for line in prepared.report.lines():
         click.echo(line)

@@ -46,9 +46,9 @@ def _model_problems(cfg) -> list[tuple[str, str]]:
     return problems
 
 
-def _record_problems(cfg) -> list[tuple[str, str]]:
-    """SFT and pretraining learn from conversations, prompt/completion pairs and text, not from preference pairs
-    or rankings (those are for the reward-model and preference methods)."""
+def _record_problems(cfg, allowed: tuple[str, ...] = SFT_RECORDS) -> list[tuple[str, str]]:
+    """Datasets whose records the method cannot train on: SFT and pretraining learn from conversations,
+    prompt/completion pairs and text (``allowed``), not from preference pairs or rankings."""
     from oa_core.errors import OAError
     from oa_core.plugins import get_registry
 
@@ -59,9 +59,9 @@ def _record_problems(cfg) -> list[tuple[str, str]]:
                 record_type = get_registry().get("dataset_format", spec.format).record_type.__name__
             except OAError:
                 continue  # an unknown format is reported by the name check
-            if record_type not in SFT_RECORDS:
+            if record_type not in allowed:
                 problems.append((f"{group}.{i}.format", f"'{spec.format}' gives {record_type} records, which method "
-                                 f"'{cfg.method}' does not train on (it takes {', '.join(SFT_RECORDS)})"))
+                                 f"'{cfg.method}' does not train on (it takes {', '.join(allowed)})"))
     return problems
 
 

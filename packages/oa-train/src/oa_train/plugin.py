@@ -46,6 +46,10 @@ def register_methods(register):
     register("grpo", Method(GRPOConfig, _grpo_objective, "GRPO family (GRPO, DAPO, Dr. GRPO, GSPO): completions "
                             "sampled from the policy, scored by reward functions, group-relative advantages"))
 
+    from oa_train.preference import register_methods as register_preference_methods
+
+    register_preference_methods(register)
+
 
 @hookimpl
 def register_losses(register):
@@ -59,6 +63,9 @@ def register_losses(register):
     for name, (fn, description) in GRPO.items():
         register(name, Loss(fn, "grpo", description, needs_reference=False))
 
+    from oa_train.preference.losses import register_builtin_losses
+    register_builtin_losses(register)
+
 
 @hookimpl
 def register_config_sections(register):
@@ -71,9 +78,11 @@ def register_config_sections(register):
 def check_config(config):
     from oa_train.checks import check_run_config
     from oa_train.grpo.checks import check_grpo
+    from oa_train.preference.checks import check_preference_config
     from oa_train.reward.checks import check_scored_method
 
-    return check_run_config(config) + check_scored_method(config) + check_grpo(config)
+    return (check_run_config(config) + check_scored_method(config) + check_preference_config(config)
+            + check_grpo(config))
 
 
 @hookimpl

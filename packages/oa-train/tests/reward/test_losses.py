@@ -168,7 +168,7 @@ def test_a_third_party_reward_loss_is_picked_by_name(rm_objective, tmp_path, tin
     class Plugin:
         @hookimpl
         def register_losses(self, register):
-            register("hinge", Loss(hinge, family="reward", description="pairwise hinge"))
+            register("acme.hinge", Loss(hinge, family="reward", description="pairwise hinge"))
 
     add_plugin(Plugin(), "hinge-loss")
     try:
@@ -176,9 +176,9 @@ def test_a_third_party_reward_loss_is_picked_by_name(rm_objective, tmp_path, tin
         (tmp_path / "run.yaml").write_text(yaml.safe_dump({
             "method": "rm", "model": {"path": tiny_model_dir, "type": "seq_cls"},
             "datasets": [{"path": str(tmp_path / "d.jsonl"), "format": "preference"}],
-            "data": {"chat_template": "chatml", "max_length": 64}, "train": {"loss": "hinge"}}))
-        assert load_config(tmp_path / "run.yaml").config.train.loss == "hinge"
-        objective = rm_objective(loss="hinge")
+            "data": {"chat_template": "chatml", "max_length": 64}, "train": {"loss": "acme.hinge"}}))
+        assert load_config(tmp_path / "run.yaml").config.train.loss == "acme.hinge"
+        objective = rm_objective(loss="acme.hinge")
         batch = collate_groups(rows([[0, 1], [0, 1, 2]]), 0, packed=True)
         scores = torch.tensor([0.5, 0.0, 2.0, 1.5, -1.0], dtype=torch.float64)
         expected = sum(max(0.0, 1 - d) for d in (0.5, 0.5, 3.0, 2.5))

@@ -33,6 +33,8 @@ def _write(tmp_path, doc) -> str:
          "train.learning_rat: unknown key (did you mean 'learning_rate'?)"),
         ({"method": "sft", "train": {"warmup_ratio": 0.1, "warmup_steps": 5}}, [],
          "train: give at most one of 'warmup_ratio' and 'warmup_steps'"),
+        ({"method": "sft", "train": {"lr_scheduler": "constant", "warmup_steps": 5}}, [],
+         "train: lr_scheduler 'constant' has no warm-up: use 'constant_with_warmup'"),
         ({"method": "stf"}, [], "unknown method 'stf' (did you mean 'sft'?)"),
         ({"method": "sft", "model": {"path": "x"}}, [], "datasets: no training datasets configured"),
         ({"method": "pretrain", "train": {"report_to": "tensorboardx"}}, [], "train.report_to.0: Input should be"),

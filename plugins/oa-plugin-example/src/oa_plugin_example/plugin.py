@@ -7,7 +7,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 
 from oa_core import hookimpl
-from oa_core.extensions import DatasetFormat, RewardFunction
+from oa_core.extensions import DatasetFormat, Loss, RewardFunction
 from oa_core.schema import PromptWithReference
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -57,6 +57,29 @@ def register_reward_functions(register):
     register("example.numeric_answer", RewardFunction(
         numeric_answer, description="1 when the completion's final number equals the reference's", columns=("reference",),
         options=ExampleOptions))
+
+
+def sigmoid_norm(pairs, params):
+    """Length-normalised DPO (TRL 1.16's ``sigmoid_norm``): the DPO loss on the log-ratios averaged per reply token,
+    so that long replies do not dominate; cf. the length normalisation of SimPO (Meng et al., 2024,
+    https://arxiv.org/abs/2405.14734) and R-DPO (Park et al., 2024, https://arxiv.org/abs/2403.19159).
+
+        L = −log σ(β (r_c / n_c − r_r / n_r)),   r = log π_θ(y|x) − log π_ref(y|x),   n = supervised tokens of y
+
+    Args: ``pairs`` (oa_train's ``PairLogProbs``: (B,) policy and reference log-probs and token counts) and
+    ``params`` (``PreferenceParams``: ``beta``). Returns: (B,) losses.
+    """
+    import torch.nn.functional as F  # only oa-train calls this, and it has torch
+
+    chosen = pairs.chosen_logratios / pairs.chosen_tokens.clamp(min=1)
+    rejected = pairs.rejected_logratios / pairs.rejected_tokens.clamp(min=1)
+    return -F.logsigmoid(params.beta * (chosen - rejected))
+
+
+@hookimpl
+def register_losses(register):
+    register("example.sigmoid_norm", Loss(sigmoid_norm, family="preference", needs_reference=True,
+                                          description="DPO on log-ratios averaged per reply token"))
 
 
 @hookimpl

@@ -40,7 +40,7 @@ class LoopConfig(BaseModel):
         "cosine", description="learning-rate schedule (transformers' get_scheduler), after the warm-up: linear, "
         "cosine: decay to 0 at the last step; cosine_with_restarts: cosine with hard restarts (one cycle); "
         "polynomial: linear decay to 1e-7; constant_with_warmup: constant; inverse_sqrt: inverse square-root decay; "
-        "constant: constant from the first step (the warm-up is ignored)")
+        "constant: constant from the first step (no warm-up allowed)")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="warm-up as a fraction of all steps")
     warmup_steps: int = Field(0, ge=0, description="warm-up steps (give this or warmup_ratio)")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip gradients to this norm (null: no clipping)")
@@ -79,6 +79,8 @@ class LoopConfig(BaseModel):
     def _check(self) -> LoopConfig:
         if self.warmup_ratio and self.warmup_steps:
             raise ValueError("give at most one of 'warmup_ratio' and 'warmup_steps'")
+        if self.lr_scheduler == "constant" and (self.warmup_ratio or self.warmup_steps):
+            raise ValueError("lr_scheduler 'constant' has no warm-up: use 'constant_with_warmup', or drop the warm-up")
         if not self.metric_for_best.startswith("eval_"):
             raise ValueError(f"metric_for_best must name an eval metric (eval_...), got '{self.metric_for_best}'")
         return self

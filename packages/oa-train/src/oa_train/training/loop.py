@@ -293,9 +293,10 @@ class Loop:
         """Forward and backward of every micro-batch, clipping, the NaN policy and the update. Each micro-batch
         loss is scaled by 1/(the step's units on all processes); gradients sync on the last one."""
         acc, model = self.accelerator, self.model
-        counts = torch.tensor([sum(self.objective.num_units(b) for b in batches), sum(_tokens(b) for b in batches)],
-                              device=acc.device)
-        units, tokens = acc.reduce(counts, reduction="sum").tolist()
+        counts = [sum(self.objective.num_units(b) for b in batches), sum(_tokens(b) for b in batches)]
+        if acc.num_processes > 1:  # one process needs no round trip through the device (a synchronisation)
+            counts = acc.reduce(torch.tensor(counts, device=acc.device), reduction="sum").tolist()
+        units, tokens = counts
         self.tokens_seen += tokens
         scale = acc.gradient_accumulation_steps * acc.num_processes / max(units, 1)  # undoes accelerate's 1/k, DDP's mean
         names, tallies = None, 0  # tallies: [loss sum, then (sum, count) of each metric], float64 on the device
@@ -309,11 +310,10 @@ class Loop:
             names = names or list(out.metrics)
             tallies = tallies + torch.stack([out.loss.detach().double(), *(_as_tensor(out.metrics[n][j], acc.device)
                                                                            for n in names for j in (0, 1))])
-        totals = acc.reduce(tallies, reduction="sum").tolist()
-        loss_sum, sums = totals[0], {n: totals[1 + 2 * i: 3 + 2 * i] for i, n in enumerate(names)}
-
         grad_norm = acc.clip_grad_norm_(model.parameters(), self.tc.max_grad_norm or float("inf"))
-        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        grad_norm = _as_tensor(float("nan") if grad_norm is None else grad_norm, acc.device).reshape(1)
+        *totals, grad_norm = torch.cat([acc.reduce(tallies, reduction="sum"), grad_norm]).tolist()  # one sync for both
+        loss_sum, sums = totals[0], {n: totals[1 + 2 * i: 3 + 2 * i] for i, n in enumerate(names)}
         lr = self.scheduler.get_last_lr()[0]
         finite = math.isfinite(loss_sum) and (math.isfinite(grad_norm) or acc.distributed_type == DistributedType.DEEPSPEED)
         if finite:
