@@ -79,6 +79,9 @@ class GRPOConfig(LoopConfig):
     per_device_batch_size: int = Field(
         8, ge=1, description="completions per micro-batch per device (TRL's per_device_train_batch_size); "
         "per_device_batch_size × gradient_accumulation_steps must be a multiple of num_generations")
+    per_device_eval_batch_size: int | None = Field(
+        None, ge=1, description="eval prompts generated for together per device (one completion each); default: "
+        "per_device_batch_size / num_generations")
     num_generations: int = Field(
         8, ge=2, description="completions sampled per prompt (G): the group its advantages are relative to")
     num_iterations: int = Field(
