@@ -72,7 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 H100_BF16_PEAK = 989e12  # also the H200's
 VARIANTS = ("oa", "trl", "oa+kernels")
 BASES = ("oa-default", "oa", "oa+kernels", "trl", "trl+liger")
-PLUGINS = {"data": "oa_data.plugin", "oasst": "oa_oasst.plugin", "train": "oa_train.plugin",
+PLUGINS = {"data": "oa_data.plugin", "oasst": "oa_oasst.plugin", "train": "oa_train.plugin", "infer": "oa_infer.plugin",
            "kernels": "oa_kernels.plugin"}
 
 MODEL_CONFIGS = {

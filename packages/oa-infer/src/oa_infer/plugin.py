@@ -1,5 +1,5 @@
 """Hook implementations of oa-infer (registered through the ``oa`` entry point): the ``hf`` and ``vllm``
-generators and ``oa infer``. Nothing heavy is imported here: the engines load torch, transformers or vLLM
+generators, the built-in reward functions and ``oa infer``. Nothing heavy is imported here: the engines load torch, transformers or vLLM
 when one is made."""
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ def register_generators(register):
                              HFSettings))
     register("vllm", Generator(_load_vllm, "vLLM offline engine: tensor parallel, LoRA adapters "
                                "(pip install 'oa-infer[vllm]')", VLLMSettings))
+
+
+@hookimpl
+def register_reward_functions(register):
+    from oa_infer.rewards import register as register_rewards
+
+    register_rewards(register)
 
 
 @hookimpl

@@ -80,7 +80,10 @@ def model_positions(cfg) -> int | None:
 
 def _length_problems(cfg) -> list[tuple[str, str]]:
     from oa_data.settings import DataSettings
+    from oa_train.grpo.config import GRPOConfig
 
+    if isinstance(cfg.train, GRPOConfig):
+        return []  # its lengths are max_prompt_length and max_completion_length (oa_train.grpo.checks)
     limit = model_positions(cfg)
     if limit is None or not (cfg.datasets or cfg.eval_datasets):
         return []

@@ -19,6 +19,12 @@ def _rm_objective():
     return RMObjective()
 
 
+def _grpo_objective():
+    from oa_train.grpo.objective import GRPOObjective
+
+    return GRPOObjective()
+
+
 def _classification_objective():
     from oa_train.classify.objective import ClassificationObjective
 
@@ -28,6 +34,7 @@ def _classification_objective():
 @hookimpl
 def register_methods(register):
     from oa_train.classify.config import ClassificationConfig
+    from oa_train.grpo.config import GRPOConfig
     from oa_train.reward.config import RMConfig
     from oa_train.sft.config import SFTConfig
 
@@ -36,6 +43,8 @@ def register_methods(register):
     register("rm", Method(RMConfig, _rm_objective, "reward model: a score per reply, ranking replies (pairs, rankings)"))
     register("classification", Method(ClassificationConfig, _classification_objective,
                                       "sequence classification (single- or multi-label)"))
+    register("grpo", Method(GRPOConfig, _grpo_objective, "GRPO family (GRPO, DAPO, Dr. GRPO, GSPO): completions "
+                            "sampled from the policy, scored by reward functions, group-relative advantages"))
 
     from oa_train.preference import register_methods as register_preference_methods
 
@@ -45,11 +54,14 @@ def register_methods(register):
 @hookimpl
 def register_losses(register):
     from oa_train.classify.losses import LOSSES as CLASSIFICATION
+    from oa_train.grpo.losses import LOSSES as GRPO
     from oa_train.reward.losses import LOSSES as REWARD
 
     for family, losses in (("reward", REWARD), ("classification", CLASSIFICATION)):
         for name, (fn, description) in losses.items():
             register(name, Loss(fn, family, description))
+    for name, (fn, description) in GRPO.items():
+        register(name, Loss(fn, "grpo", description, needs_reference=False))
 
     from oa_train.preference.losses import register_builtin_losses
     register_builtin_losses(register)
@@ -65,10 +77,12 @@ def register_config_sections(register):
 @hookimpl
 def check_config(config):
     from oa_train.checks import check_run_config
+    from oa_train.grpo.checks import check_grpo
     from oa_train.preference.checks import check_preference_config
     from oa_train.reward.checks import check_scored_method
 
-    return check_run_config(config) + check_scored_method(config) + check_preference_config(config)
+    return (check_run_config(config) + check_scored_method(config) + check_preference_config(config)
+            + check_grpo(config))
 
 
 @hookimpl

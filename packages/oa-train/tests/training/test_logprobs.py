@@ -100,6 +100,31 @@ def test_a_head_that_is_not_a_plain_linear_stays_on_the_logits_route(tiny_llama_
     assert not route.fused and "the LM head is a Sequential" in route.route
 
 
+def test_temperature_and_entropy_on_both_routes(tiny_llama_config):
+    """Log-probs at temperature T are those of the logits / T on both routes (gradients too); the entropy is that
+    of the tempered distribution at every target, on the logits route."""
+    plain_model = _model(tiny_llama_config)
+    fused_model = copy.deepcopy(plain_model)
+    _, provides = apply_patches(fused_model, ["kernels.fused_linear_ce"], get_registry())
+    fused, plain = LabelLogProbs.for_model(fused_model, provides["linear_ce"]), LabelLogProbs()
+    batch = collate(_rows(), pad_id=0)
+    got = plain.tokens(plain_model, batch, temperature=0.7, entropy=True)
+    logits = plain_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1] / 0.7
+    logp = logits.float().log_softmax(-1)
+    mask = batch["labels"][:, 1:] != IGNORE
+    want = logp.gather(-1, batch["labels"][:, 1:].clamp(min=0)[..., None])[..., 0] * mask
+    torch.testing.assert_close(got.values, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.entropy, -(logp.exp() * logp).sum(-1) * mask, rtol=1e-5, atol=1e-6)
+    assert not got.entropy.requires_grad and got.values.requires_grad
+    routed = fused.tokens(fused_model, batch, temperature=0.7, entropy=True)
+    assert routed.entropy is None  # no logits on the fused route
+    torch.testing.assert_close(routed.values, got.values, rtol=1e-5, atol=1e-5)
+    got.values.sum().backward()
+    routed.values.sum().backward()
+    for (name, a), (_, b) in zip(plain_model.named_parameters(), fused_model.named_parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_packed_rows_on_flex_attention_get_transformers_mask_without_its_packed_row_check(tiny_llama_config,
                                                                                          monkeypatch):
     import transformers.masking_utils as masking

@@ -33,6 +33,8 @@ class TokenLogProbs:
     values: torch.Tensor  # (B, S-1) float32: log p(label), 0 where ``mask`` is False
     mask: torch.Tensor  # (B, S-1) bool: the position is a target
     correct: torch.Tensor | None = None  # (B, S-1) bool: the argmax is the label (plain route only)
+    entropy: torch.Tensor | None = None  # (B, S-1) float32: entropy of the predicted distribution, 0 where ``mask``
+    # is False, no gradients (plain route only)
 
     def sum(self) -> torch.Tensor:
         return self.values.sum()
@@ -55,15 +57,17 @@ class _Route:
 
     def __init__(self, linear_ce: Callable):
         self.linear_ce = linear_ce
-        self.request: tuple[torch.Tensor, str] | None = None
+        self.request: tuple[torch.Tensor, str, float] | None = None
 
 
 def _routed_forward(self, hidden):
     route: _Route = self._oa_label_route
     if route.request is None:
         return F.linear(hidden, self.weight)
-    labels, reduction = route.request
+    labels, reduction, scale = route.request
     route.request = None
+    if scale != 1.0:
+        hidden = hidden * scale  # (h W^T) / T = (h / T) W^T: the logits at temperature T
     return route.linear_ce(hidden, self.weight, labels.to(hidden.device), reduction=reduction)
 
 
@@ -96,17 +100,22 @@ class LabelLogProbs:
     def fused(self) -> bool:
         return self.head is not None
 
-    def tokens(self, model, batch: dict[str, torch.Tensor], *, argmax: bool = False) -> TokenLogProbs:
-        """Per-target log-probs of ``batch`` (``argmax``: also which targets the model predicts best, which
-        needs the logits: the plain route)."""
+    def tokens(self, model, batch: dict[str, torch.Tensor], *, argmax: bool = False, temperature: float = 1.0,
+               entropy: bool = False) -> TokenLogProbs:
+        """Per-target log-probs of ``batch`` under the logits divided by ``temperature`` (the distribution that
+        sampling at that temperature draws from). ``argmax``: also which targets the model predicts best;
+        ``entropy``: also the entropy of each target's distribution — both need the logits, so ``argmax`` takes
+        the plain route, and ``entropy`` is None on the fused route."""
         targets = batch["labels"][:, 1:]
         mask = targets != IGNORE
         if self.fused and not argmax:
-            with self._request(batch["labels"], "none"):
+            with self._request(batch["labels"], "none", 1.0 / temperature):
                 out = model(**model_inputs(model, batch), use_cache=False).logits
             return TokenLogProbs(-out[:, :-1].float(), mask)
         logits = model(**model_inputs(model, batch), use_cache=False).logits
         picked = logits[:, :-1][mask].float()
+        if temperature != 1.0:
+            picked = picked / temperature
         wanted = targets[mask]
         values = torch.zeros(mask.shape, dtype=torch.float32, device=picked.device)
         values[mask] = -F.cross_entropy(picked, wanted, reduction="none")
@@ -114,13 +123,19 @@ class LabelLogProbs:
         if argmax:
             correct = torch.zeros(mask.shape, dtype=torch.bool, device=picked.device)
             correct[mask] = picked.argmax(-1) == wanted
-        return TokenLogProbs(values, mask, correct)
+        entropies = None
+        if entropy:
+            with torch.no_grad():
+                logp = picked.log_softmax(-1)
+                entropies = torch.zeros(mask.shape, dtype=torch.float32, device=picked.device)
+                entropies[mask] = -(logp.exp() * logp).sum(-1)
+        return TokenLogProbs(values, mask, correct, entropies)
 
     def nll_sum(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The summed negative log-likelihood of the targets of ``batch`` and how many of them the argmax
         predicts (None on the fused route, which has no logits)."""
         if self.fused:
-            with self._request(batch["labels"], "sum"):
+            with self._request(batch["labels"], "sum", 1.0):
                 return model(**model_inputs(model, batch), use_cache=False).logits.float(), None
         logits = model(**model_inputs(model, batch), use_cache=False).logits
         targets = batch["labels"][:, 1:]
@@ -130,9 +145,9 @@ class LabelLogProbs:
         return F.cross_entropy(picked, wanted, reduction="none").sum(), (picked.argmax(-1) == wanted).sum()
 
     @contextmanager
-    def _request(self, labels: torch.Tensor, reduction: str):
+    def _request(self, labels: torch.Tensor, reduction: str, scale: float):
         route = self.head._oa_label_route
-        route.request = (F.pad(labels[:, 1:], (0, 1), value=IGNORE), reduction)
+        route.request = (F.pad(labels[:, 1:], (0, 1), value=IGNORE), reduction, scale)
         try:
             yield
         finally:

@@ -33,7 +33,7 @@ from oa_train.training.checkpoint import Checkpoints, read_state
 from oa_train.training.config import LoopConfig
 from oa_train.training.console import LibraryLog, format_record, summary
 from oa_train.training.logprobs import LabelLogProbs
-from oa_train.training.objective import Objective, Run
+from oa_train.training.objective import DataPlan, Objective, Run
 from oa_train.training.optim import build_optimizer, build_scheduler
 from oa_train.training.output_dir import RunLock, check_output_dir, lock_held_by_launcher, mark_run_folder
 from oa_train.training.runtime import (
@@ -45,7 +45,13 @@ from oa_train.training.runtime import (
     save_final,
     write_manifest,
 )
-from oa_train.training.state import SHARDED, load_training_state, save_training_state
+from oa_train.training.state import (
+    SHARDED,
+    load_objective_state,
+    load_training_state,
+    save_objective_state,
+    save_training_state,
+)
 from oa_train.training.tracking import RunLog, trackers
 
 Callback = Callable[[int, dict], None]  # (step, logged record) after every optimizer step and its checkpoint
@@ -53,22 +59,25 @@ Callback = Callable[[int, dict], None]  # (step, logged record) after every opti
 
 @dataclass(frozen=True)
 class Schedule:
-    """Step ``s`` of epoch ``e`` takes micro-batches ``[s*k, (s+1)*k)`` of that epoch's data order; every epoch
-    has the first epoch's number of steps."""
+    """Step ``s`` of epoch ``e`` takes draw ``d = s // steps_per_draw``: micro-batches ``[d*k, (d+1)*k)`` of that
+    epoch's data order (``k`` = the plan's micro-batches per draw); every epoch has the first epoch's number of
+    steps."""
 
     micro_per_epoch: int
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
     eval_steps: int | None
+    data: DataPlan
 
     @classmethod
-    def plan(cls, num_examples: int, tc: LoopConfig, num_processes: int) -> Schedule:
-        micro = math.ceil(num_examples / (tc.per_device_batch_size * num_processes))
-        per_epoch = math.ceil(micro / tc.gradient_accumulation_steps)
+    def plan(cls, num_examples: int, tc: LoopConfig, num_processes: int, data: DataPlan | None = None) -> Schedule:
+        data = data or DataPlan(tc.per_device_batch_size, tc.gradient_accumulation_steps)
+        micro = math.ceil(num_examples / (data.batch_size * num_processes))
+        per_epoch = math.ceil(micro / data.micro_batches) * data.steps_per_draw
         total = tc.max_steps or per_epoch * tc.num_epochs
         warmup = tc.warmup_steps or math.ceil(tc.warmup_ratio * total)
-        return cls(micro, per_epoch, total, warmup, tc.eval_steps or tc.save_steps)
+        return cls(micro, per_epoch, total, warmup, tc.eval_steps or tc.save_steps, data)
 
 
 @dataclass
@@ -129,7 +138,8 @@ class Loop:
         self._start_accelerator()
         self._build_model()
         self._prepare_data()
-        self.schedule = Schedule.plan(len(self.train_data), self.tc, self.accelerator.num_processes)
+        self.schedule = Schedule.plan(len(self.train_data), self.tc, self.accelerator.num_processes,
+                                      self.objective.data_plan(self.tc))
         self._build_optimizer()
         self.state = self._resume(resume)
         self.log = RunLog(self.out, self.state.history)
@@ -220,10 +230,12 @@ class Loop:
                 hint="resume with the same data, batch sizes, epochs and number of processes",
             )
         load_training_state(self.accelerator, self.model, self.optimizer, self.scheduler, resume)
+        load_objective_state(self.accelerator, self.objective, resume)
         return state
 
     def _manifest(self, resume: Path | None) -> dict:
         acc, tc, s = self.accelerator, self.tc, self.schedule
+        plan = {"steps_per_draw": s.data.steps_per_draw} if s.data.steps_per_draw != 1 else {}
         return {
             "method": self.cfg.method, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "resumed_from": str(resume) if resume else None, "num_processes": acc.num_processes,
@@ -233,7 +245,7 @@ class Loop:
             "data": {"train_rows": len(self.train_data), "eval_rows": len(self.eval_data), **self.objective.data_report},
             "schedule": {"total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
                          "warmup_steps": s.warmup_steps,
-                         "examples_per_step": tc.per_device_batch_size * tc.gradient_accumulation_steps * acc.num_processes},
+                         "examples_per_step": s.data.batch_size * s.data.micro_batches * acc.num_processes, **plan},
         }
 
     # ------------------------------------------------------------------ train
@@ -262,18 +274,19 @@ class Loop:
         """The examples of each micro-batch of ``step`` on this process (a resampled epoch with fewer rows
         wraps around)."""
         epoch, offset = divmod(step, self.schedule.steps_per_epoch)
+        draw = offset // self.schedule.data.steps_per_draw
         if self._epoch is None or self._epoch[0] != epoch:
             data = self.train_data
             if epoch > 0:
                 with self.accelerator.main_process_first():
                     data = self.objective.epoch_data(epoch) or self.train_data
-            order = micro_batches(len(data), batch_size=self.tc.per_device_batch_size,
+            order = micro_batches(len(data), batch_size=self.schedule.data.batch_size,
                                   num_processes=self.accelerator.num_processes,
                                   rank=self.accelerator.process_index, epoch=epoch, seed=self.cfg.seed)
             self._epoch = (epoch, data, order)
         _, data, order = self._epoch
-        k = self.tc.gradient_accumulation_steps
-        chosen = range(offset * k, min((offset + 1) * k, self.schedule.micro_per_epoch))
+        k = self.schedule.data.micro_batches
+        chosen = range(draw * k, min((draw + 1) * k, self.schedule.micro_per_epoch))
         return [[data[slot.index] for slot in order[j % len(order)]] for j in chosen]
 
     def _step(self, batches: list[dict[str, torch.Tensor]]) -> dict:
@@ -310,7 +323,9 @@ class Loop:
             self._skip()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"finite": finite, "loss": [loss_sum, units], **sums, "grad_norm": grad_norm, "lr": lr, "units": units}
+        extra = {name: [float(value), 1.0] for name, value in self.objective.step_metrics().items()}
+        return {"finite": finite, "loss": [loss_sum, units], **extra, **sums, "grad_norm": grad_norm, "lr": lr,
+                "units": units}
 
     def _skip(self) -> None:
         self.state.skipped_steps += 1
@@ -355,8 +370,12 @@ class Loop:
 
     def save_checkpoint(self) -> Path:
         self.state.history = self.log.history
-        return self.checkpoints.save(self.accelerator, self.state.step, asdict(self.state), lambda folder: save_training_state(
-            self.accelerator, self.model, self.optimizer, self.scheduler, folder, self.tokenizer))
+
+        def write_state(folder: Path) -> None:
+            save_training_state(self.accelerator, self.model, self.optimizer, self.scheduler, folder, self.tokenizer)
+            save_objective_state(self.accelerator, self.objective, folder)
+
+        return self.checkpoints.save(self.accelerator, self.state.step, asdict(self.state), write_state)
 
     # ------------------------------------------------------------------ finish
 

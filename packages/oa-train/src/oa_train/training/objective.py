@@ -13,8 +13,11 @@ logging, evaluation scheduling, checkpoints, exact resume and the final save. An
 - :meth:`Objective.evaluate`: metrics on the evaluation examples.
 
 Optional: :meth:`Objective.make_batches` turns the examples the schedule picked for a step into micro-batches
-(the place for on-policy generation: rollouts, rewards, advantages), and :meth:`Objective.epoch_data` gives a
-new draw of the training examples for an epoch.
+(the place for on-policy generation: rollouts, rewards, advantages), :meth:`Objective.epoch_data` gives a
+new draw of the training examples for an epoch, :meth:`Objective.data_plan` says how many examples a step draws
+(e.g. prompts, when the micro-batches are made of their completions), :meth:`Objective.step_metrics` adds values
+of the step to its logged record, and :meth:`Objective.state_dict` / :meth:`Objective.load_state_dict` carry the
+objective's own state (e.g. a rollout buffer) through checkpoints, so that resume stays exact.
 """
 
 from __future__ import annotations
@@ -46,6 +49,18 @@ class Run:
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """How the loop draws training examples for each process: ``micro_batches`` lists of ``batch_size`` examples
+    per draw (``make_batches`` gets them), one draw for ``steps_per_draw`` consecutive optimizer steps (the
+    objective reuses what it made of them, e.g. rollouts updated on several times). An epoch is every example
+    drawn once, so it has ``ceil(examples / (batch_size × micro_batches × processes)) × steps_per_draw`` steps."""
+
+    batch_size: int
+    micro_batches: int = 1
+    steps_per_draw: int = 1
 
 
 @dataclass
@@ -95,9 +110,29 @@ class Objective:
         """The training examples of ``epoch`` (> 0) when they differ from the first epoch's, else None."""
         return None
 
+    def data_plan(self, train) -> DataPlan:
+        """What a step draws from the training data (``train``: the method's config): by default
+        ``per_device_batch_size`` examples for each of ``gradient_accumulation_steps`` micro-batches."""
+        return DataPlan(train.per_device_batch_size, train.gradient_accumulation_steps)
+
     def make_batches(self, model, examples: list[list[dict]], step: int) -> list[dict[str, torch.Tensor]]:
-        """The micro-batches of optimizer step ``step`` from the examples the schedule picked for each."""
+        """The micro-batches of optimizer step ``step`` from the examples the schedule picked (one list per
+        micro-batch of the :meth:`data_plan`). The loop runs every micro-batch returned, whatever their number,
+        and normalises the step by their units."""
         return [collate(rows, self.run.pad_id) for rows in examples]
+
+    def step_metrics(self) -> dict[str, float]:
+        """Values of the step just taken to log beside the loss (already reduced over the processes; the loop
+        averages them over the steps of a logging window). Called on every process after every step."""
+        return {}
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """This process's state that a checkpoint must keep, as tensors and JSON-ready values (no pickles), or
+        None for none. Written as ``objective_<rank>.safetensors`` and ``.json``."""
+        return None
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore what :meth:`state_dict` gave (resume)."""
 
     def num_units(self, batch: dict[str, torch.Tensor]) -> int:
         """The number of units the loss of ``batch`` is summed over (this process only)."""

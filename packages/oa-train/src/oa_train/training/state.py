@@ -8,7 +8,9 @@ Files of a checkpoint folder:
 - DeepSpeed / FSDP runs: the engine's own sharded files, written and read by accelerate and the engine
   (DeepSpeed's files are ``torch.save`` archives it loads itself: resume only from folders your runs wrote);
 - ``scheduler.json``, ``scaler.json`` (fp16 loss scaler, when used): main process;
-- ``rng_<rank>.json`` + ``rng_<rank>.safetensors``: the RNG of every process.
+- ``rng_<rank>.json`` + ``rng_<rank>.safetensors``: the RNG of every process;
+- ``objective_<rank>.safetensors`` + ``objective_<rank>.json``: the objective's own state on every process, when it
+  has one (:meth:`oa_train.training.objective.Objective.state_dict`, e.g. GRPO's rollout buffer).
 """
 
 from __future__ import annotations
@@ -69,6 +71,25 @@ def load_training_state(accelerator, model, optimizer, scheduler, folder: Path) 
         accelerator.scaler.load_state_dict(_read_json(folder / "scaler.json"))
     rank = accelerator.process_index
     _set_rng_state(load_file(str(folder / f"rng_{rank}.safetensors")), _read_json(folder / f"rng_{rank}.json"))
+
+
+def save_objective_state(accelerator, objective, folder: Path) -> None:
+    """The objective's state of this process (nothing when it has none)."""
+    state = objective.state_dict()
+    if state is None:
+        return
+    tensors, meta = state
+    rank = accelerator.process_index
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / f"objective_{rank}.safetensors"))
+    _write_json(folder / f"objective_{rank}.json", meta)
+
+
+def load_objective_state(accelerator, objective, folder: Path) -> None:
+    """Give the objective the state it saved in ``folder`` (a checkpoint without one leaves it as it is)."""
+    rank = accelerator.process_index
+    meta = folder / f"objective_{rank}.json"
+    if meta.is_file():
+        objective.load_state_dict(load_file(str(folder / f"objective_{rank}.safetensors")), _read_json(meta))
 
 
 def _save_loadable(net, tokenizer, folder: Path) -> None:
