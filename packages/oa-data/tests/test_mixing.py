@@ -49,6 +49,13 @@ def test_deterministic_in_the_seed_and_different_across_seeds():
     assert set(names(first)) != set(names(other))
 
 
+def test_the_draw_does_not_depend_on_where_the_data_lies():
+    here = [source("a", 200, sample_rate=0.1)]
+    spec, loaded = source("a", 200, sample_rate=0.1)
+    there = [(spec.model_copy(update={"path": "/elsewhere/a.jsonl"}), loaded)]
+    assert names(mix(here, seed=3)[0]) == names(mix(there, seed=3)[0])
+
+
 def test_per_epoch_resample_differs_across_epochs_but_is_reproducible():
     sources = [source("a", 200, sample_rate=0.1), source("b", 30)]
     fixed = [set(names(mix(sources, seed=3, epoch=e)[0])) for e in range(3)]

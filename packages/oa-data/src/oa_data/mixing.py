@@ -2,7 +2,7 @@
 
 Per source: ``num_samples`` takes exactly that many records, ``sample_rate`` takes ``round(rate * available)``
 (neither: all). Amounts above what a source has repeat the whole source and draw the remainder. Draws
-are deterministic in ``seed``; with ``per_epoch_resample`` (Open-Assistant style) they are redrawn every
+are deterministic in ``seed`` (and the file's name, not where it lies); with ``per_epoch_resample`` (Open-Assistant style) they are redrawn every
 epoch, still reproducibly (seeded by seed and epoch).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from oa_core.config import DatasetSpec
@@ -91,7 +92,8 @@ def mix(sources: list[tuple[DatasetSpec, LoadedSource]], seed: int, epoch: int =
         if n == available:
             picked = loaded.records
         else:
-            rng = random.Random(f"{seed}:{draw_epoch}:{i}:{spec.path}:{spec.format}")
+            # the file's name, not its folder: the same config draws the same records wherever the data lives
+            rng = random.Random(f"{seed}:{draw_epoch}:{i}:{PurePath(spec.path).name}:{spec.format}")
             picked = [loaded.records[j] for j in draw(available, n, rng)]
         mixed += picked
         report.sources.append(SourceMix(loaded.source, spec.format, rule, loaded.n_rows, available, len(picked), loaded.n_invalid))

@@ -75,7 +75,7 @@ def test_prompts_from_several_formats_with_drops_counted(tmp_path, digit_model_d
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     cfg = load_config(tmp_path / "c.yaml").config
     split = prepare_prompts(cfg, prepare_run_tokenizer(cfg), columns={"numeric_answer": ("reference",)},
-                            max_prompt_length=100)
+                            max_prompt_length=250)  # every GSM8K prompt fits, the 300 words do not
     rows = {r["text"]: r for r in split.rows}
     assert rows["2+2?"]["prompt"] == [{"role": "user", "content": "2+2?"}] and rows["2+2?"]["columns"] == {"reference": "4"}
     assert rows["2+2?"]["where"] == f"{chats}:1"
@@ -84,7 +84,7 @@ def test_prompts_from_several_formats_with_drops_counted(tmp_path, digit_model_d
     report = split.reports[str(chats)]
     assert (report.kept, report.problems.counts) == (1, {"without reference": 1, "too long": 1})
     assert sorted(report.problems.lines) == [f"{chats}:2: no 'reference' (reward 'numeric_answer' needs it)",
-                                             f"{chats}:3: the prompt has 310 tokens, more than max_prompt_length 100"]
+                                             f"{chats}:3: the prompt has 310 tokens, more than max_prompt_length 250"]
 
 
 def test_the_gsm8k_sample_trains_with_the_built_in_reward(tmp_path, tiny_model_dir, repo_root, records):
