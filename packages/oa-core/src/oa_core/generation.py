@@ -53,6 +53,13 @@ class Completion:
     token_ids: list[int]
     finish_reason: Literal["stop", "length"]  # stop: an eos/end-of-turn token or a stop string; length: max_new_tokens
     logprobs: list[float] | None = None  # one per token of ``token_ids`` (when asked for)
+    num_tokens: int | None = None  # tokens generated, for a backend that counts but gives no ids (an HTTP API)
+    prompt_tokens: int | None = None  # tokens of the prompt as the backend counted them (None: not counted)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens generated: ``num_tokens`` when the backend counted them, else ``len(token_ids)``."""
+        return self.num_tokens if self.num_tokens is not None else len(self.token_ids)
 
 
 class Engine(Protocol):

@@ -11,7 +11,7 @@ PROVIDERS: dict[str, dict[str, str]] = {
     "method": {"sft": "oa-train", "pretrain": "oa-train"},
     "command": {"train": "oa-train", "preview": "oa-data", "validate": "oa-data", "stats": "oa-data",
                 "oasst": "oa-oasst", "merge": "oa-infer", "chat": "oa-infer",
-                "infer": "oa-infer"},
+                "infer": "oa-infer", "augment": "oa-augment"},
 }
 
 
