@@ -79,7 +79,7 @@ def test_settings_that_change_what_is_made_refuse_to_continue(config_data):
 def test_filters_and_dedup_are_counted(config_data, server):
     server.reply = lambda prompt, body, k: "I'm sorry, but I can't help with that." if "haiku" in json.dumps(
         prompt).lower() else "The same answer every time, more or less."
-    data = config_data(dedup={"on": "response"})
+    data = config_data(dedup={"compare": "response"})
     summary = run(data)
     assert summary.removed["exact duplicate"] >= 1 and summary.done + summary.filtered == 12
     assert summary.written == len(read_jsonl(data["output"])) == summary.done

@@ -75,14 +75,14 @@ class FilterSettings(_Strict):
 class DedupSettings(_Strict):
     """Duplicate removal over the whole output, in input order (the first of duplicates stays)."""
 
-    exact: bool = Field(True, description="remove records whose `on` text equals an earlier one's (case and "
+    exact: bool = Field(True, description="remove records whose `compare` text equals an earlier one's (case and "
                         "spacing ignored)")
     near: bool = Field(True, description="remove near duplicates: MinHash-LSH (datasketch) estimate of the "
                        "Jaccard similarity of character n-grams at least `threshold`")
     threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity above which records are near duplicates")
     ngram: int = Field(5, ge=1, description="characters per shingle")
     num_perm: int = Field(128, ge=16, description="MinHash permutations (more: a finer estimate, slower)")
-    on: Where = Field("all", description="the text compared: prompt, response or all")
+    compare: Where = Field("all", description="the text compared: prompt, response or all")
     against_input: bool = Field(False, description="also remove records that duplicate an input record (e.g. "
                                 "generated instructions copying a seed task)")
 

@@ -70,10 +70,10 @@ class Dedup:
     def add_inputs(self, rows: Iterable[Any]) -> None:
         """Index input records (``against_input``) so that records repeating one count as duplicates."""
         for row in rows:
-            self._add(normalise(key_text(row, self.s.on)))
+            self._add(normalise(key_text(row, self.s.compare)))
 
     def check(self, row: dict[str, Any]) -> str | None:
-        text = normalise(key_text(row, self.s.on))
+        text = normalise(key_text(row, self.s.compare))
         digest = hashlib.sha256(text.encode()).hexdigest()
         if self.s.exact and digest in self.seen:
             return "exact duplicate"

@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible endpoint for tests and benchmarks: a threaded ``http.server`` on 127.0.0.1 with
 ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/models``, a fixed latency per request, a capacity (requests
-served at once; more wait, as on a saturated server) and injected failures.
+served at once; more wait, as on a saturated server) and injected failures. ``python -m oa_augment.testing``
+serves it on port 8000 (what the ``examples/augment-*.yaml`` configs call).
 
     with FakeOpenAIServer(latency=0.05, failures={3: "500", 5: "malformed"}) as server:
         engine = load_openai(model="fake", base_url=server.url)
@@ -30,12 +31,13 @@ def default_reply(prompt: Any, body: dict[str, Any], k: int) -> str:
 class FakeOpenAIServer:
     """``reply(prompt, body, k) -> str`` writes choice ``k`` (``prompt``: the messages or the text). ``failures``:
     ``{request number (1-based): kind}`` or ``fn(number, body) -> kind | None``, kind one of :data:`FAILURES`
-    (``timeout`` answers after ``hang`` seconds). ``capacity``: requests served at once (None: no limit)."""
+    (``timeout`` answers after ``hang`` seconds). ``capacity``: requests served at once (None: no limit). ``port``:
+0 picks a free one."""
 
     def __init__(self, reply: Callable[[Any, dict, int], str] = default_reply, *, latency: float = 0.0,
                  capacity: int | None = None, failures: dict[int, str] | Callable[[int, dict], str | None] | None = None,
-                 hang: float = 2.0, api_key: str | None = None):
-        self.reply, self.latency, self.hang, self.api_key = reply, latency, hang, api_key
+                 hang: float = 2.0, api_key: str | None = None, port: int = 0):
+        self.reply, self.latency, self.hang, self.api_key, self.port = reply, latency, hang, api_key, port
         self.failures = failures or {}
         self._slots = threading.BoundedSemaphore(capacity) if capacity else None
         self._lock = threading.Lock()
@@ -82,7 +84,7 @@ class FakeOpenAIServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True).start()
         return self
@@ -156,3 +158,25 @@ class FakeOpenAIServer:
             len((c["message"]["content"] if chat else c["text"]).split()) for c in choices)}
         return json.dumps({"id": "fake", "object": "chat.completion" if chat else "text_completion",
                            "model": body.get("model"), "choices": choices, "usage": usage})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m oa_augment.testing [--port 8000] [--latency S] [--capacity N]``: serve the fake endpoint until
+    Ctrl-C (for the examples, and to try ``oa augment`` without a model)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m oa_augment.testing", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--capacity", type=int, default=None, help="requests served at once")
+    args = parser.parse_args(argv)
+    server = FakeOpenAIServer(latency=args.latency, capacity=args.capacity, port=args.port).start()
+    print(f"fake OpenAI-compatible endpoint at {server.url} (Ctrl-C stops it)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
