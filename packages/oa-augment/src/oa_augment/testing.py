@@ -62,6 +62,7 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # a response in two writes would wait for a delayed ACK (40 ms)
 
             def log_message(self, *args):  # quiet
                 pass
