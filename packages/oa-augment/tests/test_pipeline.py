@@ -118,3 +118,24 @@ def test_cli_flags_run_and_print_the_summary(server, seeds, tmp_path, capsys):
     assert "3 inputs: 3 done" in printed and len(read_jsonl(out)) == 3
     assert main(["augment", "--augmenter", "answer", "--input", str(seeds), "--output", str(out)]) == 2
     assert "--format: required without CONFIG" in capsys.readouterr().err
+
+
+def test_an_endpoint_that_is_down_stops_the_run_with_failures_reported(seeds, tmp_path, capsys):
+    import socket
+
+    from oa_cli.main import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once it is closed
+    out = tmp_path / "down.jsonl"
+    code = main(["augment", "--augmenter", "answer", "--input", str(seeds), "--format", "alpaca", "--limit", "30",
+                 "--output", str(out), "--generator", "openai", "--model", "fake", "--base-url",
+                 f"http://127.0.0.1:{port}/v1", "--engine", "max_retries=1", "--engine", "backoff=0",
+                 "--concurrency", "2"])
+    printed = capsys.readouterr()
+    assert code == 1, printed.err
+    summary = json.loads((tmp_path / "down.augment" / "summary.json").read_text())
+    assert summary["failed"] >= 20 and summary["pending"] > 0 and summary["done"] == 0
+    assert list(summary["failed_reasons"]) == ["connection error after 2 attempts"]
+    assert "not attempted (the run stopped)" in printed.out and out.read_text() == ""

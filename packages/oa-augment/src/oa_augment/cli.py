@@ -100,4 +100,4 @@ def augment(config_file: str | None, overrides: tuple[str, ...], dry_run: int | 
     for line in summary.lines():
         click.echo(line)
     if not summary.complete:
-        raise SystemExit(1)
+        raise click.exceptions.Exit(1)
