@@ -21,10 +21,15 @@ FAILURES = ("timeout", "500", "503", "429", "400", "malformed", "no_choices", "d
 
 
 def default_reply(prompt: Any, body: dict[str, Any], k: int) -> str:
-    """A deterministic answer: the last user message (or the text prompt) and the seed decide it."""
+    """A deterministic answer: the last user message (or the text prompt) and the seed decide it. Prompts of the
+    built-in templates that ask for a form get it (a task for ``self_instruct``, a rating for ``judge``)."""
     text = prompt if isinstance(prompt, str) else next(
         (m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
     digest = hashlib.sha256(f"{text}\0{body.get('seed')}\0{k}".encode()).hexdigest()[:8]
+    if "Instruction: <the task>" in text:
+        return f"Instruction: Write a sentence about topic {digest}.\nInput:\nOutput: A sentence about topic {digest}."
+    if 'Reply with "Rating: N"' in text:
+        return f"Rating: {4 + int(digest, 16) % 7}"
     return f"Answer {digest} to: {' '.join(text.split()[:12])}"
 
 
