@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from oa_core.errors import RecordError
+from oa_core.generation import generation_prompt
 from oa_core.schema import (
     Classification,
     Conversation,
@@ -22,30 +23,10 @@ from oa_core.schema import (
 )
 
 
-def messages(items: Any) -> list[dict[str, Any]]:
-    """``{"role", "content"}`` (and ``name``) of each message."""
-    out = []
-    for m in items:
-        d = m if isinstance(m, dict) else m.model_dump(exclude_none=True)
-        out.append({k: d[k] for k in ("role", "content", "name") if d.get(k) is not None})
-    return out
-
-
 def prompt_messages(record: Any, where: str = "record") -> list[dict[str, Any]]:
-    """What a record asks: a conversation up to its last user turn, a prompt record's prompt, a text as one user
-    message."""
-    if isinstance(record, Text):
-        return [{"role": "user", "content": record.text}]
-    if isinstance(record, Conversation):
-        last = max((i for i, m in enumerate(record.messages) if m.role == "user"), default=None)
-        if last is None:
-            raise RecordError(f"{where}: field 'messages': no user message", hint="the record needs a user turn")
-        return messages(record.messages[: last + 1])
-    if isinstance(record, Classification):
-        return [{"role": "user", "content": record.text}] if record.text is not None else messages(record.messages)
-    if hasattr(record, "prompt"):
-        return messages(record.prompt)
-    raise RecordError(f"{where}: a {type(record).__name__} record has no prompt")
+    """What a record asks (:func:`oa_core.generation.generation_prompt`), a text as one user message."""
+    prompt = generation_prompt(record, where)
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
 def instruction(record: Any, where: str = "record") -> str:

@@ -58,8 +58,9 @@ def load_items(spec: InputSpec, task: str = "generate", *, progress: bool | None
     """The records of ``spec`` (read through its dataset format; bad rows are one-line errors naming file,
     line and field) with their prompts, or their sequences to score."""
     from oa_core.config import DatasetSpec
+    from oa_core.generation import generation_prompt
     from oa_data.loading import load_records
-    from oa_infer.prompts import generation_prompt, reference, scoring_inputs
+    from oa_infer.prompts import reference, scoring_inputs
 
     dataset = DatasetSpec(path=spec.path, format=spec.format, split=spec.split, subset=spec.subset,
                           field_map=spec.field_map, options=spec.options)
