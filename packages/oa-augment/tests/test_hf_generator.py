@@ -1,9 +1,11 @@
 """``oa augment`` with oa-infer's ``hf`` generator and a tiny random-init Llama on the CPU: the same pipeline as
-over HTTP (an engine that is not thread-safe is called one record at a time), and deterministic given the seed."""
+over HTTP (an engine that is not thread-safe is called one record at a time), and deterministic given the seed;
+``best_of_n`` ranked by a tiny reward model (``reward.model``, scored by oa-infer)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +51,32 @@ def test_answers_with_a_tiny_hf_model(tiny_chat_model, seeds, tmp_path):
     assert rows and rows[0]["metadata"]["augment"]["generator"] == "hf"
     run("b", 1)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()  # sampled, yet the same
+
+
+def test_best_of_n_ranked_by_a_tiny_reward_model(tiny_chat_model, seeds, server, tmp_path, tiny_llama_config,
+                                                 llama_tok):
+    import shutil
+
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from oa_augment.config import validate
+    from oa_augment.pipeline import run_augment
+
+    rm = tmp_path / "rm"
+    torch.manual_seed(1)
+    LlamaForSequenceClassification(tiny_llama_config(num_labels=1, max_position_embeddings=1024)).save_pretrained(rm)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                 "chat_template.jinja"):
+        if (src := Path(tiny_chat_model) / name).exists():
+            shutil.copy(src, rm / name)
+    server.reply = lambda prompt, body, k: f"answer number {k} " + "word " * k
+    data = {"augmenter": "best_of_n", "input": {"path": str(seeds), "format": "alpaca", "limit": 3},
+            "output": str(tmp_path / "ranked.jsonl"), "generator": "openai", "options": {"n": 3, "output": "ranked"},
+            "engine": {"model": "fake", "base_url": server.url}, "reward": {"model": str(rm), "device": "cpu"},
+            "dedup": {"exact": False, "near": False}}
+    summary = run_augment(validate(data, {}, "run.yaml"), progress=False)
+    assert summary.done == 3, summary.lines()
+    rows = [json.loads(line) for line in (tmp_path / "ranked.jsonl").read_text().splitlines()]
+    scores = rows[0]["metadata"]["scores"]
+    assert len(rows[0]["replies"]) == 3 and scores == sorted(scores, reverse=True)
