@@ -71,3 +71,11 @@ def test_n_seed_and_stop_are_sent_and_tokens_counted():
         assert body["n"] == 3 and body["seed"] == 7 and body["stop"] == ["\n"] and body["max_tokens"] == 4
         assert len(completions) == 3 and all(c.finish_reason == "length" and c.tokens == 4 for c in completions)
         assert completions[0].prompt_tokens == 7
+
+
+def test_requests_per_minute_spaces_requests():
+    sleeps: list[float] = []
+    with FakeOpenAIServer() as server:
+        e = engine(server, sleeps, requests_per_minute=600)  # one every 0.1 s
+        e.generate([f"p{i}" for i in range(4)], PARAMS)
+    assert server.count == 4 and len(sleeps) >= 3 and all(0 < s <= 0.4 for s in sleeps)

@@ -139,3 +139,18 @@ def test_an_endpoint_that_is_down_stops_the_run_with_failures_reported(seeds, tm
     assert summary["failed"] >= 20 and summary["pending"] > 0 and summary["done"] == 0
     assert list(summary["failed_reasons"]) == ["connection error after 2 attempts"]
     assert "not attempted (the run stopped)" in printed.out and out.read_text() == ""
+
+
+def test_a_template_file_and_its_problems(config_data, tmp_path):
+    from oa_augment.config import load_augment_config
+
+    (tmp_path / "prompt.j2").write_text("Be brief.\n\n{{ instruction }}")
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps(config_data(template_file="prompt.j2")))
+    assert load_augment_config(config).template == "Be brief.\n\n{{ instruction }}"
+    (tmp_path / "prompt.j2").write_text("{{ question }}")
+    with pytest.raises(ConfigError, match=r"run.yaml: template_file: the template uses question, which this "
+                                          r"augmenter does not give \(it gives: instruction, messages, reference\)"):
+        load_augment_config(config)
+    with pytest.raises(ConfigError, match="run.yaml: template: template line 1: "):
+        validate(config_data(template="{% if %}"), {}, "run.yaml")

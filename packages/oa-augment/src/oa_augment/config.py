@@ -235,8 +235,6 @@ def _plugin_problems(config: AugmentConfig, registry: Any, file: str) -> list[tu
         out.append(("template_file", text.message))
     elif text is not None and (problem := template_problem(text, augmenter.variables)):
         out.append(("template_file" if config.template_file else "template", problem))
-    elif text is None and augmenter.template is None and _needs(augmenter.needs_generator, options or {}):
-        pass  # the augmenter builds its prompts itself
     if config.generator is not None:
         try:
             gen = registry.get("generator", config.generator)

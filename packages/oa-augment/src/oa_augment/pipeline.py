@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from oa_augment.config import AugmentConfig, InputSpec
-from oa_augment.records import as_record, fingerprint, instruction, response_text, to_row
+from oa_augment.records import as_record, fingerprint, to_row
 from oa_core.errors import OAError
 from oa_core.generation import Completion, GenerationParams
 from oa_core.journal import Journal
@@ -536,5 +536,4 @@ def _show_prompt(prompt: Any) -> str:
     return "\n".join(f"[{m['role']}] {m['content']}" for m in prompt)
 
 
-__all__ = ["Context", "Item", "Summary", "derive_seed", "instruction", "load_inputs", "preview", "response_text",
-           "run_augment"]
+__all__ = ["Context", "Item", "Summary", "derive_seed", "load_inputs", "preview", "run_augment"]

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from oa_augment.augmenters.common import Options, clean
-from oa_augment.records import prompt_messages
+from oa_augment.records import prompt_messages, response_text
 from oa_core.extensions import Augmenter
 
 NAME = "best_of_n"
@@ -26,8 +26,6 @@ class BestOfNOptions(Options):
 
 
 def augment(record, ctx):
-    from oa_augment.records import response_text
-
     messages = prompt_messages(record, ctx.id)
     sent = [dict(m) for m in messages]
     sent[-1]["content"] = ctx.render(instruction=sent[-1]["content"], messages=messages)
