@@ -154,3 +154,12 @@ def test_a_template_file_and_its_problems(config_data, tmp_path):
         load_augment_config(config)
     with pytest.raises(ConfigError, match="run.yaml: template: template line 1: "):
         validate(config_data(template="{% if %}"), {}, "run.yaml")
+
+
+def test_changing_filters_refilters_without_generating_again(config_data, server):
+    first = run(config_data())
+    count = server.count
+    again = run(config_data(filters={"min_chars": 10_000}))
+    assert server.count == count and again.earlier == 12 and first.written == 12
+    assert again.written == 0 and again.filtered == 12 and again.removed["too short"] == 12
+    assert again.filtered_reasons == {"removed: too short": 12}
