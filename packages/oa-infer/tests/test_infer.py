@@ -153,7 +153,7 @@ def echo_config(tmp_path, write_jsonl, n=23, **extra):
 def test_a_cut_off_output_resumes_to_every_record_exactly_once_at_any_byte(tmp_path, write_jsonl, monkeypatch):
     """A kill can stop a write at any byte: whatever prefix of the output survives, the next run completes it
     to exactly the output of an uninterrupted run."""
-    from oa_infer import journal
+    from oa_core import journal
     from oa_infer.config import engine_settings
     from oa_infer.infer import generate_into, load_items, run_settings
 
@@ -230,7 +230,7 @@ def test_scoring_refuses_a_model_without_a_classification_head(model_dir, repo_r
 
 
 def test_two_runs_cannot_write_one_output_at_once(tmp_path):
-    from oa_infer.journal import Journal
+    from oa_core.journal import Journal
 
     with Journal(tmp_path / "out.jsonl") as first:
         first.append([{"index": 0}])

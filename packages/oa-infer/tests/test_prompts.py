@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oa_core.errors import RecordError
+from oa_core.generation import generation_prompt
 from oa_core.schema import (
     Classification,
     Conversation,
@@ -14,7 +15,7 @@ from oa_core.schema import (
     RankedReplies,
     Text,
 )
-from oa_infer.prompts import generation_prompt, reference, scoring_inputs
+from oa_infer.prompts import reference, scoring_inputs
 
 U1, A1, U2, A2 = ({"role": r, "content": c} for r, c in
                   (("user", "Hi"), ("assistant", "Hello!"), ("user", "2+2?"), ("assistant", "4")))

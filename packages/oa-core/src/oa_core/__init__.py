@@ -2,6 +2,7 @@
 
 from oa_core.errors import ConfigError, OAError, PluginError, RecordError
 from oa_core.extensions import (
+    AugmentContext,
     Augmenter,
     ChatTemplate,
     DatasetFormat,
@@ -17,6 +18,7 @@ from oa_core.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 __all__ = [
+    "AugmentContext",
     "Augmenter",
     "ChatTemplate",
     "ConfigError",

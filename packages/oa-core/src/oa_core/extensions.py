@@ -7,9 +7,10 @@ plugin gives (``parse``, ``apply``, ``objective``, ``fn`` ...), never when a plu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -154,14 +155,56 @@ class Generator:
 
 @dataclass(frozen=True)
 class Augmenter:
-    """Writes new records from input records with a generator (``register_augmenters``):
-    ``augment(records, generate, options) -> Iterable[record]``. ``version`` is recorded in the
-    provenance of every record it writes; ``options`` validates its settings."""
+    """Writes new records from input records (``register_augmenters``), one input record at a time:
+    ``augment(record, ctx) -> Iterable[record]`` yields the records made from ``record`` (core records, or dicts
+    with their ``kind``), none when it makes nothing (``ctx.drop(reason)`` says why). ``ctx`` is an
+    :class:`AugmentContext`: the generator, the prompt template, the options, a random generator and a seed of
+    this record's own. ``oa augment`` gives every record it writes the provenance (augmenter, ``version``,
+    options, template, generator, model, sampling, seed, source record), journals it and resumes.
 
-    augment: Callable[..., Iterable[Any]]
+    ``options`` validates the augmenter's settings (``options:`` of the config). ``template`` is its default
+    prompt template (jinja, rendered in a sandbox by ``ctx.render``); users replace it (``template:``), and may
+    use the names in ``variables``. ``needs_generator`` (a bool, or ``fn(options) -> bool``): whether it
+    calls ``ctx.generate`` (a config without a generator is refused before anything runs); ``needs_reward``:
+    whether it calls ``ctx.score``.
+    """
+
+    augment: Callable[[Any, Any], Iterable[Any]]
     description: str = ""
     options: type[BaseModel] | None = None
     version: str = "1"
+    template: str | None = None
+    variables: tuple[str, ...] = ()
+    needs_generator: bool | Callable[[Any], bool] = True
+    needs_reward: bool | Callable[[Any], bool] = False
+
+
+class AugmentContext(Protocol):
+    """What an :class:`Augmenter` gets with each input record (``oa augment`` makes it)."""
+
+    index: int  # the record's position in the input (0-based)
+    id: str  # its id: ``metadata.id`` when it has one, else its index
+    seed: int  # derived from the run's seed, the augmenter's name and ``id``: the same in every run
+    rng: random.Random  # seeded with ``seed``: draw every random choice from it
+    options: Any  # the validated options (``Augmenter.options``), or a dict
+    pool: Sequence[Any]  # every input record (e.g. demonstrations to sample from)
+
+    def generate(self, prompts: Sequence[Any], **params: Any) -> list[list[Any]]:
+        """Completions (:class:`~oa_core.generation.Completion`) of ``prompts`` (texts or conversations), with the
+        config's generation parameters, ``params`` changed (e.g. ``n=4``) and a seed of this record and call."""
+        ...
+
+    def render(self, **variables: Any) -> str:
+        """The prompt template (the user's, or the augmenter's ``template``) with ``variables``."""
+        ...
+
+    def score(self, prompt: Any, completions: Sequence[str]) -> list[float | None]:
+        """The configured reward function's (or reward model's) score of each completion of ``prompt``."""
+        ...
+
+    def drop(self, reason: str) -> None:
+        """Say why this record made nothing (counted by reason in the summary)."""
+        ...
 
 
 # registry kind -> the type its entries must have (config sections are pydantic model classes)

@@ -2,7 +2,8 @@
 
 A :class:`~oa_core.extensions.Generator` plugin's ``load(settings)`` returns an :class:`Engine`. Prompts are raw
 text or conversations (lists of ``{"role", "content"}``), which the engine renders with the model's saved chat
-template and its generation prompt. Torch-free: callers such as ``oa augment`` use it without a model.
+template and its generation prompt. :func:`generation_prompt` is what of a record is generated from (``oa infer``,
+``oa augment``). Torch-free: callers such as ``oa augment`` use it without a model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,37 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from oa_core.errors import RecordError
+from oa_core.schema import Classification, Conversation, Message, Text
+
 Prompt = str | list[dict[str, Any]]  # raw text, or messages rendered with the chat template
+
+
+def message_dicts(messages: Sequence[Message | dict]) -> list[dict[str, Any]]:
+    """``{"role", "content"}`` (and ``name`` when set) of each message."""
+    out = []
+    for m in messages:
+        d = m if isinstance(m, dict) else m.model_dump(exclude_none=True)
+        out.append({k: d[k] for k in ("role", "content", "name") if d.get(k) is not None})
+    return out
+
+
+def generation_prompt(record: Any, where: str = "record") -> Prompt:
+    """What to generate from: a conversation's messages up to its last user turn, the prompt of a prompt
+    record (``PromptCompletion``, ``PromptWithReference``, preference and feedback records), a text."""
+    if isinstance(record, Text):
+        return record.text
+    if isinstance(record, Conversation):
+        last_user = max((i for i, m in enumerate(record.messages) if m.role == "user"), default=None)
+        if last_user is None:
+            raise RecordError(f"{where}: field 'messages': no user message to answer",
+                              hint="a conversation prompt needs at least one user turn")
+        return message_dicts(record.messages[: last_user + 1])
+    if isinstance(record, Classification):
+        return record.text if record.text is not None else message_dicts(record.messages or [])
+    if hasattr(record, "prompt"):
+        return message_dicts(record.prompt)
+    raise RecordError(f"{where}: a {type(record).__name__} record has no prompt to generate from")
 
 
 class GenerationParams(BaseModel):
@@ -53,6 +84,13 @@ class Completion:
     token_ids: list[int]
     finish_reason: Literal["stop", "length"]  # stop: an eos/end-of-turn token or a stop string; length: max_new_tokens
     logprobs: list[float] | None = None  # one per token of ``token_ids`` (when asked for)
+    num_tokens: int | None = None  # tokens generated, for a backend that counts but gives no ids (an HTTP API)
+    prompt_tokens: int | None = None  # tokens of the prompt as the backend counted them (None: not counted)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens generated: ``num_tokens`` when the backend counted them, else ``len(token_ids)``."""
+        return self.num_tokens if self.num_tokens is not None else len(self.token_ids)
 
 
 class Engine(Protocol):

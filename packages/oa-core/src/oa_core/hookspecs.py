@@ -110,7 +110,9 @@ def register_generators(register: Register) -> None:
 @hookspec
 @_registers("augmenter")
 def register_augmenters(register: Register) -> None:
-    """Register :class:`~oa_core.extensions.Augmenter` objects: records -> new records written by an LLM."""
+    """Register :class:`~oa_core.extensions.Augmenter` objects: ``augment(record, ctx)`` makes new records from
+    one input record (``ctx``: an :class:`~oa_core.extensions.AugmentContext` with the generator, the prompt
+    template, options and the record's seed); ``oa augment`` journals, resumes, filters and records provenance."""
 
 
 # ---------------------------------------------------------------- configuration

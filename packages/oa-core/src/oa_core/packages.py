@@ -9,9 +9,10 @@ PROVIDERS: dict[str, dict[str, str]] = {
     "config_section": {"data": "oa-data", "peft": "oa-train", "freeze": "oa-train", "new_tokens": "oa-train",
                        "kernels": "oa-kernels"},
     "method": {"sft": "oa-train", "pretrain": "oa-train"},
+    "generator": {"hf": "oa-infer", "vllm": "oa-infer"},
     "command": {"train": "oa-train", "preview": "oa-data", "validate": "oa-data", "stats": "oa-data",
                 "oasst": "oa-oasst", "merge": "oa-infer", "chat": "oa-infer",
-                "infer": "oa-infer"},
+                "infer": "oa-infer", "augment": "oa-augment"},
 }
 
 

@@ -101,7 +101,10 @@ class Registry:
         try:
             return self._entries[kind][name]
         except KeyError:
-            raise OAError(unknown_name_message(kind.replace("_", " "), name, self.names(kind))) from None
+            from oa_core.packages import missing_package
+
+            message = missing_package(kind, name) or unknown_name_message(kind.replace("_", " "), name, self.names(kind))
+            raise OAError(message) from None
 
     def get(self, kind: str, name: str) -> Any:
         return self.entry(kind, name).obj

@@ -3,7 +3,7 @@
 Each output line is one input record: its ``index`` (0-based, in input order), ``id`` (when the record has one),
 ``source`` (``file:LINE``), the ``prompt`` (or the scored ``inputs``), the ``reference`` answer when the record
 has one, the ``completions`` (``text``, ``finish_reason``, ``num_tokens``, ``logprobs`` when asked) or
-``scores``, and the ``settings`` that made it. Outputs are journals (:mod:`oa_infer.journal`): a run that is
+``scores``, and the ``settings`` that made it. Outputs are journals (:mod:`oa_core.journal`): a run that is
 stopped, even by kill -9, continues where it was with the same command, and refuses to continue an output made
 from other inputs or settings.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 from oa_core.errors import OAError
 from oa_core.generation import Completion, GenerationParams, Prompt
+from oa_core.journal import Journal
 from oa_infer.config import InferConfig, InputSpec, engine_settings
-from oa_infer.journal import Journal
 
 
 @dataclass
@@ -58,8 +58,9 @@ def load_items(spec: InputSpec, task: str = "generate", *, progress: bool | None
     """The records of ``spec`` (read through its dataset format; bad rows are one-line errors naming file,
     line and field) with their prompts, or their sequences to score."""
     from oa_core.config import DatasetSpec
+    from oa_core.generation import generation_prompt
     from oa_data.loading import load_records
-    from oa_infer.prompts import generation_prompt, reference, scoring_inputs
+    from oa_infer.prompts import reference, scoring_inputs
 
     dataset = DatasetSpec(path=spec.path, format=spec.format, split=spec.split, subset=spec.subset,
                           field_map=spec.field_map, options=spec.options)
@@ -103,7 +104,7 @@ def check_resumable(journal: Journal, items: Sequence[Item], settings: dict[str,
 
 
 def completion_dict(c: Completion) -> dict[str, Any]:
-    out = {"text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}
+    out = {"text": c.text, "finish_reason": c.finish_reason, "num_tokens": c.tokens}
     if c.logprobs is not None:
         out["logprobs"] = c.logprobs
     return out
@@ -137,7 +138,7 @@ def generate_into(engine: Any, items: Sequence[Item], params: GenerationParams, 
                         row["reference"] = it.reference
                     row |= {"completions": [completion_dict(c) for c in completions], "settings": settings}
                     rows.append(row)
-                    tokens += sum(len(c.token_ids) for c in completions)
+                    tokens += sum(c.tokens for c in completions)
                 journal.append(rows)
                 new += len(rows)
                 bar.update(len(rows))

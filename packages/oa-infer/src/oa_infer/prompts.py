@@ -7,15 +7,13 @@ raw text is encoded as training encodes plain text: ``bos`` (when distinct from 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from oa_core.errors import OAError, RecordError
-from oa_core.generation import Prompt
+from oa_core.errors import OAError
+from oa_core.generation import Prompt, message_dicts
 from oa_core.schema import (
     Classification,
     Conversation,
-    Message,
     PreferencePair,
     PromptCompletion,
     PromptWithReference,
@@ -23,33 +21,6 @@ from oa_core.schema import (
     Text,
     UnpairedFeedback,
 )
-
-
-def message_dicts(messages: Sequence[Message | dict]) -> list[dict[str, Any]]:
-    """``{"role", "content"}`` (and ``name`` when set) of each message."""
-    out = []
-    for m in messages:
-        d = m if isinstance(m, dict) else m.model_dump(exclude_none=True)
-        out.append({k: d[k] for k in ("role", "content", "name") if d.get(k) is not None})
-    return out
-
-
-def generation_prompt(record: Any, where: str = "record") -> Prompt:
-    """What to generate from: a conversation's messages up to its last user turn, the prompt of a prompt
-    record (``PromptCompletion``, ``PromptWithReference``, preference and feedback records), a text."""
-    if isinstance(record, Text):
-        return record.text
-    if isinstance(record, Conversation):
-        last_user = max((i for i, m in enumerate(record.messages) if m.role == "user"), default=None)
-        if last_user is None:
-            raise RecordError(f"{where}: field 'messages': no user message to answer",
-                              hint="a conversation prompt needs at least one user turn")
-        return message_dicts(record.messages[: last_user + 1])
-    if isinstance(record, Classification):
-        return record.text if record.text is not None else message_dicts(record.messages or [])
-    if hasattr(record, "prompt"):
-        return message_dicts(record.prompt)
-    raise RecordError(f"{where}: a {type(record).__name__} record has no prompt to generate from")
 
 
 def reference(record: Any) -> str | None:

@@ -75,7 +75,8 @@ def prepare_prompts(cfg: Any, run_tokenizer: Any, split: str = "train", *, colum
     """The prompts of a split as rows ``{prompt, prompt_ids, text, where, columns}``, in a
     :class:`oa_data.ranking.LabelledSplit` with a :class:`PromptReport` per dataset; None for a split without
     datasets. ``columns``: reward name -> the columns it needs."""
-    from oa_infer.prompts import PromptEncoder, generation_prompt
+    from oa_core.generation import generation_prompt
+    from oa_infer.prompts import PromptEncoder
 
     loaded = load_mixed(cfg, split, PromptReport, progress=progress)
     if loaded is None:

@@ -20,8 +20,10 @@ per-token terms it may want are :func:`clipped_surrogate` and :func:`k3_kl`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by what calls these, not when the plugin registers them
+    import torch
 
 UNITS = ("sequences", "tokens", "micro_batches")
 
@@ -44,10 +46,10 @@ def importance_weights(terms: PolicyTerms, level: str) -> torch.Tensor:
     "Group Sequence Policy Optimization", arXiv:2507.18071)."""
     log_ratio = terms.logps - terms.old_logps
     if level == "token":
-        return torch.exp(log_ratio)
+        return log_ratio.exp()
     if level == "sequence":
         mean = (log_ratio * terms.mask).sum(-1) / terms.mask.sum(-1).clamp(min=1.0)
-        return torch.exp(mean.unsqueeze(-1))
+        return mean.unsqueeze(-1).exp()
     raise ValueError(f"importance sampling level must be 'token' or 'sequence', not {level!r}")
 
 
@@ -55,7 +57,7 @@ def k3_kl(terms: PolicyTerms) -> torch.Tensor:
     """Per-token KL(π_θ ‖ π_ref), Schulman's unbiased, non-negative k3 estimator as GRPO uses it:
     exp(log π_ref - log π_θ) - (log π_ref - log π_θ) - 1. (B, T)."""
     delta = terms.ref_logps - terms.logps
-    return torch.exp(delta) - delta - 1
+    return delta.exp() - delta - 1
 
 
 def clipped_surrogate(terms: PolicyTerms, config) -> torch.Tensor:
@@ -68,8 +70,8 @@ def clipped_surrogate(terms: PolicyTerms, config) -> torch.Tensor:
     sequence level without KL (broadcast against the mask by the aggregations, as TRL does)."""
     advantages = terms.advantages.unsqueeze(1) if terms.advantages.dim() == 1 else terms.advantages
     ratio = importance_weights(terms, config.importance_sampling_level)
-    clipped = torch.clamp(ratio, 1 - config.epsilon, 1 + config.clip_high)
-    loss = -torch.min(ratio * advantages, clipped * advantages)
+    clipped = ratio.clamp(1 - config.epsilon, 1 + config.clip_high)
+    loss = -(ratio * advantages).minimum(clipped * advantages)
     if config.beta != 0.0:
         loss = loss + config.beta * k3_kl(terms)
     return loss
@@ -152,11 +154,17 @@ def num_units(unit: str, mask: torch.Tensor) -> int:
     raise ValueError(f"unknown loss unit {unit!r} (one of {', '.join(UNITS)})")
 
 
-@torch.no_grad()
 def policy_tallies(terms: PolicyTerms, config) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Metric tallies ``name -> (sum, count)`` of one micro-batch, over its counted tokens (or its completions at the
     sequence level), as TRL logs them: how often the ratio was clipped below (with A < 0), above (A > 0), either,
     and the mean KL to the reference."""
+    import torch
+
+    with torch.no_grad():
+        return _policy_tallies(terms, config)
+
+
+def _policy_tallies(terms: PolicyTerms, config) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     advantages = terms.advantages.unsqueeze(1) if terms.advantages.dim() == 1 else terms.advantages
     ratio = importance_weights(terms, config.importance_sampling_level)
     low = ((ratio < 1 - config.epsilon) & (advantages < 0)).float()
@@ -164,11 +172,10 @@ def policy_tallies(terms: PolicyTerms, config) -> dict[str, tuple[torch.Tensor, 
 
     def tally(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[1] == 1:  # one value per completion
-            return x.sum(), torch.tensor(float(x.shape[0]), device=x.device)
+            return x.sum(), x.new_tensor(float(x.shape[0]))
         return (x * terms.mask).sum(), terms.mask.sum()
 
-    out = {"clip_ratio/low": tally(low), "clip_ratio/high": tally(high), "clip_ratio/region": tally(
-        torch.maximum(low, high))}
+    out = {"clip_ratio/low": tally(low), "clip_ratio/high": tally(high), "clip_ratio/region": tally(low.maximum(high))}
     if config.beta != 0.0 and terms.ref_logps is not None:
         out["kl"] = tally(k3_kl(terms))
     return out

@@ -1,7 +1,8 @@
-"""A jsonl output that is its own journal: records are appended, flushed and fsynced one batch at a time, so a
-process killed at any moment (kill -9 included) leaves whole records plus at most one cut-off last line, which
-the next run drops before it appends. Every record carries the ``index`` of its input, so a restart skips the
-inputs already done: no record is lost or written twice."""
+"""A jsonl file that is its own journal (``oa infer``'s outputs, ``oa augment``'s work log): records are
+appended, flushed and fsynced one batch at a time, so a process killed at any moment (kill -9 included) leaves
+whole records plus at most one cut-off last line, which the next run drops before it appends. Every record
+carries the ``index`` of its input, so a restart skips the inputs already done: no record is lost or written
+twice."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ class Journal:
     """``done`` maps the input index of every whole record already in ``path`` to (its line number, the record);
     :meth:`append` adds records durably. Use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, what: str = "an output of oa infer"):
         self.path = Path(path)
+        self.what = what  # what such a file is, for the error about one that is not
         self.done: dict[int, tuple[int, dict[str, Any]]] = {}
         self.dropped_bytes = 0  # a cut-off last line left by a killed run
         self._file = None
@@ -74,8 +76,8 @@ class Journal:
                               hint="move the file away to start over") from None
             index = record.get("index") if isinstance(record, dict) else None
             if not isinstance(index, int) or isinstance(index, bool):
-                raise OAError(f"{self.path}:{number}: field 'index': missing or not an integer; this is not an "
-                              "output of oa infer", hint="choose another output path")
+                raise OAError(f"{self.path}:{number}: field 'index': missing or not an integer; this is not "
+                              f"{self.what}", hint="choose another output path")
             if index in self.done:
                 raise OAError(f"{self.path}:{number}: input {index} is already on line {self.done[index][0]}",
                               hint="the file was edited or written by two runs at once; move it away to start over")
