@@ -406,19 +406,27 @@ def _number(value: Any) -> str:
 
 
 def table(result: EvalResult):
-    """A rich table: one row per checkpoint, one column per ``DATASET/METRIC``; the best row marked."""
+    """A rich table of every checkpoint's ``DATASET/METRIC`` values, the best checkpoint marked ``*``: one row per
+    checkpoint, or one row per metric when there are more metrics than checkpoints (fewer columns to squeeze)."""
     from rich.table import Table
 
     best = result.best["checkpoint"] if result.best else None
     title = f"oa eval: {len(result.rows)} checkpoint{'s' if len(result.rows) != 1 else ''}"
     out = Table(title=title, title_justify="left")
+    names = [row["checkpoint"] + (" *" if row["checkpoint"] == best else "") for row in result.rows]
+    if len(result.metrics) > len(result.rows):
+        out.add_column("metric")
+        for name in names:
+            out.add_column(name, justify="right", style="bold" if name.endswith(" *") else None)
+        for metric in result.metrics:
+            out.add_row(metric, *(_number(row["metrics"].get(metric)) for row in result.rows))
+        return out
     out.add_column("checkpoint")
     for metric in result.metrics:
         out.add_column(metric, justify="right")
-    for row in result.rows:
-        mark = " *" if row["checkpoint"] == best else ""
-        out.add_row(row["checkpoint"] + mark, *(_number(row["metrics"].get(m)) for m in result.metrics),
-                    style="bold" if mark else None)
+    for name, row in zip(names, result.rows, strict=True):
+        out.add_row(name, *(_number(row["metrics"].get(m)) for m in result.metrics),
+                    style="bold" if name.endswith(" *") else None)
     return out
 
 
