@@ -148,10 +148,20 @@ def test_config_problems_are_reported_together_naming_file_and_key(run_dir, repo
     assert main(["eval", config]) == 2
     err = capsys.readouterr().err
     assert f"{config}: engine.batch_sise: unknown key" in err and not (tmp_path / "eval").exists()
-    missing = write_config(tmp_path, {"models": [str(tmp_path / "nowhere")], "output_dir": str(tmp_path / "eval"),
+    # checkpoints that are not there: every one named, before a model is loaded
+    (tmp_path / "empty-run/checkpoints").mkdir(parents=True)
+    missing = write_config(tmp_path, {"models": [str(tmp_path / "nowhere"), str(run_dir), str(tmp_path / "empty-run")],
+                                      "output_dir": str(tmp_path / "eval"),
                                       "datasets": [gsm8k(repo_root, metrics=["bleu"])]})
     assert main(["eval", missing]) == 2
-    assert error_line(capsys.readouterr().err).startswith("error: models.0: ") and not (tmp_path / "eval").exists()
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert err[0].startswith(f"error: {missing}: models.0: ") and "nowhere" in err[0]
+    assert err[1] == (f"error: {missing}: models.2: the run '{tmp_path / 'empty-run'}' has no checkpoints and no model yet "
+                      "(hint: evaluate it once it has saved a checkpoint)")
+    assert not (tmp_path / "eval").exists()
+    assert main(["eval", "--model", str(tmp_path / "nowhere"), "--input", gsm8k(repo_root)["path"], "--metrics",
+                 "accuracy", "--output-dir", str(tmp_path / "eval")]) == 2
+    assert error_line(capsys.readouterr().err).startswith(f"error: --model {tmp_path / 'nowhere'}: ")
 
 
 def test_flags_evaluate_an_adapter_and_name_the_flag_in_errors(run_dir, repo_root, tmp_path, capsys, chatml_tok,

@@ -234,7 +234,7 @@ def evaluate(config_file: str | None, overrides: tuple[str, ...], **flags: Any) 
                           hint="oa eval --model PATH --input FILE --metrics bleu,rouge --output-dir DIR")
         config = validate(_eval_config_data(flags), {}, "command line", flags=EVAL_FLAGS)
     console = Console()
-    result = run_eval(config, console=Console(stderr=True))
+    result = run_eval(config, console=Console(stderr=True), source=config_file or "--model")
     console.print(table(result))
     console.print(best_line(result), soft_wrap=True, highlight=False)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oa_core.errors import OAError, RecordError
+from oa_core.errors import ConfigError, OAError, RecordError
 from oa_core.generation import GenerationParams, Prompt
 from oa_infer.eval_config import EvalConfig, EvalDataset, PassAtK, engine_settings
 from oa_infer.infer import Item
@@ -47,26 +47,41 @@ class Checkpoint:
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def find_checkpoints(config: EvalConfig) -> list[Checkpoint]:
+def find_checkpoints(config: EvalConfig, source: str | None = None) -> list[Checkpoint]:
     """The checkpoints ``config.models`` names, in order: a run's output_dir gives its
-    ``checkpoints/checkpoint-*`` by step, then its ``model``. One-line errors name the ``models`` entry."""
+    ``checkpoints/checkpoint-*`` by step, then its ``model``. Problems are one line each, all of them at once,
+    naming the ``models`` entry (after ``source``, the config file, when given; ``--model`` for flags)."""
     found: list[tuple[str, Checkpoint]] = []
+    problems: list[OAError] = []
     for i, entry in enumerate(config.models):
-        key = f"models.{i}"
-        folder = Path(entry).expanduser()
-        if folder.is_dir() and not _loadable(folder) and ((folder / "checkpoints").is_dir() or (folder / "model").is_dir()):
-            steps = sorted((int(m.group(1)), p) for p in (folder / "checkpoints").glob("checkpoint-*")
-                           if p.is_dir() and (m := CHECKPOINT.match(p.name)))
-            members = [(step, p) for step, p in steps] + ([(None, folder / "model")] if (folder / "model").is_dir() else [])
-            if not members:
-                raise OAError(f"{key}: the run '{entry}' has no checkpoints and no model yet",
-                              hint="evaluate it once it has saved a checkpoint")
-            for step, path in members:
-                found.append((f"{folder.name}/{path.name}", _checkpoint(str(path), key, config, step)))
-        else:
-            found.append((folder.name or entry, _checkpoint(entry, key, config, None)))
+        key = (f"--model {entry}" if source == "--model" else f"{source}: models.{i}" if source else f"models.{i}")
+        try:
+            found += _entry_checkpoints(config, entry, key)
+        except OAError as e:
+            problems.append(e)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigError([str(e) for e in problems])
     names = _unique([name for name, _ in found], [c.path for _, c in found])
     return [Checkpoint(name, c.model, c.adapter, c.step) for name, (_, c) in zip(names, found, strict=True)]
+
+
+def _entry_checkpoints(config: EvalConfig, entry: str, key: str) -> list[tuple[str, Checkpoint]]:
+    found: list[tuple[str, Checkpoint]] = []
+    folder = Path(entry).expanduser()
+    if folder.is_dir() and not _loadable(folder) and ((folder / "checkpoints").is_dir() or (folder / "model").is_dir()):
+        steps = sorted((int(m.group(1)), p) for p in (folder / "checkpoints").glob("checkpoint-*")
+                       if p.is_dir() and (m := CHECKPOINT.match(p.name)))
+        members = [(step, p) for step, p in steps] + ([(None, folder / "model")] if (folder / "model").is_dir() else [])
+        if not members:
+            raise OAError(f"{key}: the run '{entry}' has no checkpoints and no model yet",
+                          hint="evaluate it once it has saved a checkpoint")
+        for step, path in members:
+            found.append((f"{folder.name}/{path.name}", _checkpoint(str(path), key, config, step)))
+    else:
+        found.append((folder.name or entry, _checkpoint(entry, key, config, None)))
+    return found
 
 
 def _loadable(folder: Path) -> bool:
@@ -311,15 +326,17 @@ class EvalResult:
         return {"metrics": self.metrics, "checkpoints": self.rows, "best": self.best}
 
 
-def run_eval(config: EvalConfig, *, progress: bool | None = None, console: Any = None) -> EvalResult:
+def run_eval(config: EvalConfig, *, progress: bool | None = None, console: Any = None,
+             source: str | None = None) -> EvalResult:
     """Evaluate every checkpoint of ``config`` (see the module docstring). Checkpoints and datasets are checked
-    before any model is loaded."""
+    before any model is loaded; ``source`` (the config file, or ``--model`` for flags) starts the lines of
+    problems with checkpoints."""
     from oa_core.io import atomic_write_text
     from oa_infer.engines.hf import HFEngine
     from oa_infer.loader import load_pretrained, tokenizer_path
 
     out_dir = Path(config.output_dir)
-    checkpoints = find_checkpoints(config)
+    checkpoints = find_checkpoints(config, source)
     data = [(spec, load_dataset(spec, progress=progress)) for spec in config.datasets]
     say = console.print if console is not None else (lambda *a, **k: None)
     reward_model = None
