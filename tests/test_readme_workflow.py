@@ -16,10 +16,10 @@ FASTER = {  # the commands' own arguments stay; these only make them quicker
     "examples/sft-tiny.yaml": ["train.max_steps=4", "train.eval_steps=2", "train.save_steps=2",
                                "train.logging_steps=2", "train.generation.num_samples=1",
                                "train.generation.max_new_tokens=4"],
-    "examples/sft-tiny-lora.yaml": ["train.max_steps=2", "train.eval_steps=2", "train.save_steps=2",
+    "examples/workflow/sft-tiny-lora.yaml": ["train.max_steps=2", "train.eval_steps=2", "train.save_steps=2",
                                     "train.logging_steps=1",
                                     "train.generation.num_samples=1", "train.generation.max_new_tokens=4"],
-    "examples/eval-tiny.yaml": ["datasets.0.limit=3", "generation.max_new_tokens=6"],
+    "examples/workflow/eval-tiny.yaml": ["datasets.0.limit=3", "generation.max_new_tokens=6"],
 }
 
 
