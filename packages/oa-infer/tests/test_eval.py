@@ -58,7 +58,8 @@ def write_config(tmp_path, data) -> str:
     return str(path)
 
 
-def test_every_metric_on_a_run_reports_each_checkpoint_and_the_best(run_dir, rm_dir, repo_root, tmp_path, capsys):
+def test_every_metric_on_a_run_reports_each_checkpoint_and_the_best(run_dir, rm_dir, repo_root, tmp_path, capsys,
+                                                                    tiny_llama_config, chatml_tok):
     out = tmp_path / "eval"
     config = write_config(tmp_path, {
         "models": [str(run_dir)], "output_dir": str(out), "engine": {"device": "cpu", "batch_size": 2},
@@ -116,6 +117,22 @@ def test_every_metric_on_a_run_reports_each_checkpoint_and_the_best(run_dir, rm_
     assert "evaluated before with the same settings" in capsys.readouterr().err
     assert (out / "run/checkpoint-1/report.json").stat().st_mtime_ns == before
     assert json.loads((out / "report.json").read_text()) == report
+    # a checkpoint saved again (other weights) is evaluated again, its answers made again; the others are not
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(11)
+    LlamaForCausalLM(tiny_llama_config(vocab_size=len(chatml_tok))).save_pretrained(run_dir / "checkpoints/checkpoint-1")
+    assert main(["eval", config]) == 0
+    err = capsys.readouterr().err
+    assert "run/checkpoint-2: evaluated before" in err and "run/checkpoint-1: evaluated before" not in err
+    again = json.loads((out / "report.json").read_text())
+    assert again["checkpoints"][0]["metrics"] != report["checkpoints"][0]["metrics"]
+    assert again["checkpoints"][1:] == report["checkpoints"][1:]
+    # other generation settings: every checkpoint again, the earlier answers replaced (not an error)
+    assert main(["eval", config, "--set", "generation.max_new_tokens=2"]) == 0
+    assert "evaluated before" not in capsys.readouterr().err
+    rows = [json.loads(x) for x in (out / "run/model/gsm8k.generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["settings"]["max_new_tokens"] == 2 for r in rows)
 
 
 def test_config_problems_are_reported_together_naming_file_and_key(run_dir, repo_root, tmp_path, capsys):

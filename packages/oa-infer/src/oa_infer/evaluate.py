@@ -231,14 +231,31 @@ def perplexity(nll: Sequence[tuple[float, int]]) -> float:
 # ---------------------------------------------------------------------------------------------- one checkpoint
 
 
+def weights_fingerprint(path: str | None) -> str | None:
+    """A short hash of the names, sizes and modification times of a local model or adapter folder's files (so a
+    folder trained again is evaluated again); None for a hub id or no path."""
+    import hashlib
+
+    if path is None or not Path(path).expanduser().is_dir():
+        return None
+    files = sorted(p for p in Path(path).expanduser().iterdir() if p.is_file())
+    listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+
+
 def checkpoint_settings(config: EvalConfig, ckpt: Checkpoint) -> dict[str, Any]:
-    """What a checkpoint's report was made with (a report with other settings is made again)."""
+    """What a checkpoint's report was made with (a report with other settings is made again): the config's
+    settings and the fingerprints of the checkpoint's files."""
     return json.loads(json.dumps({
-        "model": ckpt.model, "adapter": ckpt.adapter, "engine": config.engine,
+        "model": ckpt.model, "adapter": ckpt.adapter, "weights": _weights(ckpt), "engine": config.engine,
         "datasets": [d.model_dump(mode="json") for d in config.datasets],
         "generation": config.generation.model_dump(mode="json"),
         "reward": config.reward.model_dump(mode="json") if config.reward else None, "seed": config.seed,
     }))
+
+
+def _weights(ckpt: Checkpoint) -> dict[str, str | None]:
+    return {"model": weights_fingerprint(ckpt.model), "adapter": weights_fingerprint(ckpt.adapter)}
 
 
 def _params(config: EvalConfig, spec: EvalDataset, sampled: PassAtK | None = None) -> GenerationParams:
@@ -254,11 +271,17 @@ def _params(config: EvalConfig, spec: EvalDataset, sampled: PassAtK | None = Non
 def _generations(engine: Any, ckpt: Checkpoint, items: Sequence[Item], params: GenerationParams, path: Path,
                  config: EvalConfig, progress: bool | None) -> list[dict[str, Any]]:
     """The answers of ``items`` (an ``oa infer`` output at ``path``, resumed when it exists), in input order."""
-    from oa_infer.infer import generate_into
+    from oa_infer.infer import check_resumable, generate_into
     from oa_infer.journal import Journal
 
     settings = json.loads(json.dumps({"task": "generate", "model": ckpt.model, "adapter": ckpt.adapter,
-                                      "generator": "hf", **params.model_dump(mode="json")}))
+                                      "weights": _weights(ckpt), "generator": "hf", **params.model_dump(mode="json")}))
+    if path.exists():  # answers of an earlier evaluation with other settings, inputs or weights: made again
+        try:
+            with Journal(path) as journal:
+                check_resumable(journal, items, settings)
+        except OAError:
+            path.unlink()
     generate_into(engine, items, params, path, settings, chunk_size=config.chunk_size, progress=progress)
     with Journal(path) as journal:
         return [journal.done[it.index][1] for it in items]
