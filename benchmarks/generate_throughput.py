@@ -1,7 +1,7 @@
 """Generation throughput: oa's ``hf`` engine (:class:`oa_infer.engines.hf.HFEngine`: length-sorted batches, left
 padding, KV cache) vs a plain ``model.generate`` loop over the same prompts and settings.
 
-    python benchmarks/generate_throughput.py --out DIR          # GPU: Llama-3.2-1B shape, 175 prompts, 128 tokens
+    python benchmarks/generate_throughput.py --out DIR          # GPU: Llama-3.2-1B shape, 128 prompts, 128 tokens
     python benchmarks/generate_throughput.py --tiny --out DIR   # CPU smoke test (tiny model, few prompts)
 
 Variants, in this order, in one process (a warm-up generation first, so CUDA start-up is in none of them):
@@ -13,12 +13,13 @@ Variants, in this order, in one process (a warm-up generation first, so CUDA sta
 
 Model: randomly initialised from a local config: Llama-3.2-1B's shape (hidden 2048, 16 layers, 32 heads / 8 KV
 heads, MLP 8192, tied embeddings, 128256-token vocabulary; the token ids come from the llama2-sp tokenizer with
-ChatML's tokens added), bf16 weights, attention ``sdpa``. Prompts: the 175 alpaca seed tasks
-(examples/data/alpaca-seed) as user turns rendered with ChatML and the generation prompt, encoded once; every
+ChatML's tokens added), bf16 weights, attention ``sdpa``. Prompts: the first ``--prompts`` (128) of the 175 alpaca
+seed tasks (examples/data/alpaca-seed) as user turns rendered with ChatML and the generation prompt, encoded once; every
 variant gets exactly these token ids. Settings: greedy, ``--max-new-tokens`` (128), ending at eos (a random model
 rarely emits it, so almost every answer has the full length; generated tokens are counted per variant, the
 end-of-turn token included, padding not). Measured: wall time of all prompts (CUDA synchronised) over
-``--repeats`` runs (the fastest counts), tokens/s = generated tokens / seconds; ratios name both rows. The greedy
+``--repeats`` runs (default 1; the fastest counts; ``plain-generate`` takes prompts x tokens sequential steps, most
+of the run), tokens/s = generated tokens / seconds; ratios name both rows. The greedy
 texts of ``oa-hf`` are compared with ``plain-generate``'s (bf16 batches with padding may differ in a few tokens).
 """
 
@@ -217,10 +218,10 @@ def main(argv=None) -> int:
 
         args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     tiny = args.tiny
-    args.prompts = args.prompts or (12 if tiny else 175)
+    args.prompts = args.prompts or (12 if tiny else 128)
     args.max_new_tokens = args.max_new_tokens or (8 if tiny else 128)
     args.batch = args.batch or (4 if tiny else 32)
-    args.repeats = args.repeats or (1 if tiny else 2)
+    args.repeats = args.repeats or 1
     args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
     measured = measure(args)
     args.prompts_used = measured["results"][next(iter(measured["results"]))]["prompts"] if measured["results"] else 0
