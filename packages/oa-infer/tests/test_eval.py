@@ -268,3 +268,20 @@ def test_sft_generation_metrics_are_oa_eval_metrics_on_hf_engine_answers(run_dir
     want, _ = answer_scores([c.text for (c,) in got], refs, ["bleu", "rouge", "accuracy"])
     assert scores == pytest.approx({f"eval_{k}": v for k, v in want.items()})
     assert [s["reference"] for s in samples] == refs
+
+
+def test_perplexity_needs_answers_the_template_can_mark_checked_before_loading(tmp_path, repo_root, model_dir,
+                                                                               capsys, monkeypatch):
+    """A saved template without an end-of-turn token cannot mark where answers end: one line, no model loaded."""
+    import oa_infer.loader
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(oa_infer.loader, "load_pretrained", no_models)
+    config = write_config(tmp_path, {"models": [model_dir], "output_dir": str(tmp_path / "eval"),
+                                     "datasets": [gsm8k(repo_root, metrics=["perplexity"])]})
+    assert main(["eval", config]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {repo_root / 'examples/data/gsm8k/train_500.jsonl'}:1: chat template")
+    assert "(hint: " in line and not (tmp_path / "eval").exists()

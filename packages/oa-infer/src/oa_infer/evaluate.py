@@ -188,6 +188,27 @@ def answer_examples(items: Sequence[Item], tokenizer: Any) -> list[tuple[list[in
     return out
 
 
+def check_answer_encoding(config: EvalConfig, checkpoints: Sequence[Checkpoint],
+                          data: Sequence[tuple[EvalDataset, Sequence[Item]]]) -> None:
+    """Encode the answers of the datasets measured by perplexity with every checkpoint's tokenizer (each distinct
+    one once), so a template that cannot mark the answers is a one-line error before any model is loaded."""
+    from oa_infer.loader import load_inference_tokenizer, tokenizer_path
+
+    measured = [items for spec, items in data if "perplexity" in spec.metrics]
+    if not measured:
+        return
+    seen: set[str] = set()
+    for ckpt in checkpoints:
+        settings = engine_settings(config, ckpt.model, ckpt.adapter)
+        path = tokenizer_path(settings)
+        if path in seen:
+            continue
+        seen.add(path)
+        tokenizer = load_inference_tokenizer(settings)
+        for items in measured:
+            answer_examples(items, tokenizer)
+
+
 def reference_nll(model: Any, tokenizer: Any, items: Sequence[Item], *, batch_size: int = 8,
                   progress: bool | None = None) -> list[tuple[float, int]]:
     """``(summed negative log-likelihood, supervised tokens)`` of every record's answer tokens under ``model``
@@ -361,6 +382,7 @@ def run_eval(config: EvalConfig, *, progress: bool | None = None, console: Any =
     out_dir = Path(config.output_dir)
     checkpoints = find_checkpoints(config, source)
     data = [(spec, load_dataset(spec, progress=progress)) for spec in config.datasets]
+    check_answer_encoding(config, checkpoints, data)
     say = console.print if console is not None else (lambda *a, **k: None)
     reward_model = None
     rows = []
