@@ -179,6 +179,14 @@ def test_config_problems_are_reported_together_naming_file_and_key(run_dir, repo
     assert main(["eval", "--model", str(tmp_path / "nowhere"), "--input", gsm8k(repo_root)["path"], "--metrics",
                  "accuracy", "--output-dir", str(tmp_path / "eval")]) == 2
     assert error_line(capsys.readouterr().err).startswith(f"error: --model {tmp_path / 'nowhere'}: ")
+    # a reward model that is a causal LM: named before a model is loaded
+    not_rm = write_config(tmp_path, {"models": [str(run_dir / "model")], "output_dir": str(tmp_path / "eval"),
+                                     "reward": {"model": str(run_dir / "model")},
+                                     "datasets": [gsm8k(repo_root, metrics=["reward"])]})
+    assert main(["eval", not_rm]) == 2
+    assert error_line(capsys.readouterr().err).startswith(
+        f"error: {not_rm}: reward.model: '{run_dir / 'model'}' is not a sequence classifier or reward model")
+    assert not (tmp_path / "eval").exists()
 
 
 def test_flags_evaluate_an_adapter_and_name_the_flag_in_errors(run_dir, repo_root, tmp_path, capsys, chatml_tok,

@@ -188,6 +188,22 @@ def answer_examples(items: Sequence[Item], tokenizer: Any) -> list[tuple[list[in
     return out
 
 
+def check_reward_model(config: EvalConfig, source: str | None = None) -> None:
+    """A one-line error naming ``reward.model`` (or ``reward.adapter``) unless it is a reward model or classifier:
+    read from its config, before any model is loaded."""
+    from oa_infer.loader import check_classifier, check_classifier_adapter
+
+    prefix = "--reward-model " if source == "--model" else f"{source}: reward." if source else "reward."
+    try:
+        if config.reward.adapter:
+            check_classifier_adapter(config.reward.adapter)
+        else:
+            check_classifier(config.reward)
+    except OAError as e:
+        message = e.message.removeprefix("model: ") if source == "--model" else e.message
+        raise OAError(prefix + message, e.hint) from None
+
+
 def check_answer_encoding(config: EvalConfig, checkpoints: Sequence[Checkpoint],
                           data: Sequence[tuple[EvalDataset, Sequence[Item]]]) -> None:
     """Encode the answers of the datasets measured by perplexity with every checkpoint's tokenizer (each distinct
@@ -383,6 +399,8 @@ def run_eval(config: EvalConfig, *, progress: bool | None = None, console: Any =
     checkpoints = find_checkpoints(config, source)
     data = [(spec, load_dataset(spec, progress=progress)) for spec in config.datasets]
     check_answer_encoding(config, checkpoints, data)
+    if config.reward is not None:
+        check_reward_model(config, source)
     say = console.print if console is not None else (lambda *a, **k: None)
     reward_model = None
     rows = []
