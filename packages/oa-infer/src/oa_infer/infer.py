@@ -33,6 +33,7 @@ class Item:
     prompt: Prompt | None = None
     reference: str | None = None
     inputs: list[tuple[str, Prompt]] | None = None  # scoring: named sequences
+    record: Any = None  # the record as its format read it
 
 
 @dataclass
@@ -71,7 +72,7 @@ def load_items(spec: InputSpec, task: str = "generate", *, progress: bool | None
     items = []
     for k, record in enumerate(records):
         where = loaded.where(k)
-        item = Item(k, where, record.metadata.get("id"))
+        item = Item(k, where, record.metadata.get("id"), record=record)
         if task == "score":
             item.inputs = scoring_inputs(record)
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections.abc import Sequence
 
 
 def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
@@ -68,3 +69,64 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+# ----------------------------------------------------------------- the metrics of answers, as `oa eval` names them
+
+TEXT_METRICS = ("bleu", "rouge", "exact_match", "accuracy")  # computed from one answer per record
+METRICS = (*TEXT_METRICS, "pass_at_k", "reward", "perplexity")
+LOWER_IS_BETTER = ("perplexity",)
+
+
+def metric_keys(metric: str, ks: Sequence[int] = ()) -> list[str]:
+    """The keys a metric reports under: ``rouge`` -> rouge1, rouge2, rougeL; ``pass_at_k`` -> pass@K for each K;
+    any other its own name."""
+    if metric == "rouge":
+        return ["rouge1", "rouge2", "rougeL"]
+    if metric == "pass_at_k":
+        return [f"pass@{k}" for k in ks]
+    return [metric]
+
+
+def answer_scores(predictions: Sequence[str], references: Sequence[str],
+                  metrics: Sequence[str]) -> tuple[dict[str, float], list[dict[str, bool]]]:
+    """The scores of one answer per record against its reference, for the ``metrics`` among
+    :data:`TEXT_METRICS`: ``bleu`` (sacrebleu's corpus BLEU) and ``rouge`` (rouge1/2/L: mean F1, no stemmer) on
+    0-100, ``exact_match`` (SQuAD normalisation) and ``accuracy`` (final-number match) as fractions. Answers and
+    references are stripped of surrounding whitespace. Also each record's ``exact_match``/``correct`` flags.
+    ``oa eval`` and oa-train's generation metrics during SFT both score with this function."""
+    unknown = [m for m in metrics if m not in TEXT_METRICS]
+    if unknown:
+        raise ValueError(f"not an answer metric: {', '.join(unknown)} (known: {', '.join(TEXT_METRICS)})")
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    preds = [p.strip() for p in predictions]
+    refs = [r.strip() for r in references]
+    per: list[dict[str, bool]] = [{} for _ in preds]
+    if not preds:
+        return {}, per
+    out: dict[str, float] = {}
+    if "bleu" in metrics or "rouge" in metrics:
+        text = text_metrics(preds, refs)
+        out |= {k: text[k] for m in ("bleu", "rouge") if m in metrics for k in metric_keys(m)}
+    for metric, key, check in (("exact_match", "exact_match", exact_match), ("accuracy", "correct", answer_correct)):
+        if metric in metrics:
+            flags = [check(p, r) for p, r in zip(preds, refs, strict=True)]
+            out[metric] = sum(flags) / len(flags)
+            for row, flag in zip(per, flags, strict=True):
+                row[key] = flag
+    return out, per
+
+
+def pass_at_k_scores(samples: Sequence[Sequence[str]], references: Sequence[str], ks: Sequence[int], *,
+                     correct: str = "accuracy") -> tuple[dict[str, float], list[int]]:
+    """Mean unbiased pass@k (:func:`pass_at_k`) over records, for every k in ``ks``: ``samples[i]`` are the n
+    answers to record i, judged by final-number match (``correct="accuracy"``) or exact match. Also the number of
+    correct answers of every record."""
+    check = {"accuracy": answer_correct, "exact_match": exact_match}[correct]
+    counts = [sum(check(s, ref) for s in answers) for answers, ref in zip(samples, references, strict=True)]
+    if not counts:
+        return {}, counts
+    out = {f"pass@{k}": sum(pass_at_k(len(answers), c, k) for answers, c in zip(samples, counts, strict=True))
+           / len(counts) for k in ks}
+    return out, counts

@@ -70,10 +70,14 @@ class HFEngine:
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[list[Completion]]:
         """``params.n`` completions for every prompt, in prompt order."""
+        return self.generate_ids([self.encoder.encode(p) for p in prompts], params)
+
+    def generate_ids(self, encoded: Sequence[Sequence[int]], params: GenerationParams) -> list[list[Completion]]:
+        """:meth:`generate` for prompts already encoded as token ids (e.g. a trainer's tokenized examples)."""
+        encoded = [list(ids) for ids in encoded]
         if params.temperature == 0 and params.n > 1:  # greedy samples are all the same sequence
-            once = self.generate(prompts, params.model_copy(update={"n": 1}))
+            once = self.generate_ids(encoded, params.model_copy(update={"n": 1}))
             return [[_copy(c) for _ in range(params.n)] for (c,) in once]
-        encoded = [self.encoder.encode(p) for p in prompts]
         if not encoded:
             return []
         import torch
@@ -181,22 +185,37 @@ class StopOnText:
 def sequence_logprobs(model: Any, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
                       batch_size: int = 16, pad_id: int = 0) -> list[list[float]]:
     """The model's log-probability of each completion token after its prompt (teacher forcing, right-padded)."""
+    rows = [(list(p) + list(c), [IGNORE_INDEX] * len(p) + list(c)) for p, c in zip(prompts, completions, strict=True)]
+    return label_logprobs(model, rows, batch_size=batch_size, pad_id=pad_id)
+
+
+IGNORE_INDEX = -100
+
+
+def label_logprobs(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 16,
+                   pad_id: int = 0) -> list[list[float]]:
+    """For each ``(input_ids, labels)`` row, the model's log-probability of every label token (``labels[t]`` is
+    predicted from the positions before ``t``; -100 marks no target, Hugging Face's convention, as oa-data's SFT
+    examples have it), in order: float32 log-softmax of the logits, right-padded batches, no gradients."""
     import torch
 
     device = next(model.parameters()).device
     out: list[list[float]] = []
-    for start in range(0, len(prompts), batch_size):
-        rows = [list(p) + list(c) for p, c in zip(prompts[start : start + batch_size],
-                                                  completions[start : start + batch_size], strict=True)]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    for start in range(0, len(rows), batch_size):
+        chunk = [(list(ids), list(labels)) for ids, labels in rows[start : start + batch_size]]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.tensor([r + [pad_id] * (width - len(r)) for r, _ in chunk], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in chunk], device=device)
+        labels = torch.tensor([lab + [IGNORE_INDEX] * (width - len(lab)) for _, lab in chunk], device=device)
         with torch.inference_mode():
-            logps = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-        for k, (p, c) in enumerate(zip(prompts[start : start + batch_size], completions[start : start + batch_size],
-                                       strict=True)):
-            pos = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=device)
-            out.append(logps[k, pos, torch.tensor(list(c), device=device, dtype=torch.long)].tolist())
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            targets = labels[:, 1:]
+            at = targets != IGNORE_INDEX
+            picked = logits[at].float().log_softmax(-1).gather(-1, targets[at][:, None]).squeeze(-1)
+        values, at_value = picked.tolist(), 0
+        for n in at.sum(-1).tolist():
+            out.append(values[at_value : at_value + n])
+            at_value += n
     return out
 
 

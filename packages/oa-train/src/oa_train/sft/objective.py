@@ -83,7 +83,9 @@ class SFTObjective(Objective):
         if tc.generation.num_samples:
             scores, samples = generation_metrics(run.accelerator, model, run.tokenizer.tokenizer, examples,
                                                  num_samples=tc.generation.num_samples,
-                                                 max_new_tokens=tc.generation.max_new_tokens)
+                                                 max_new_tokens=tc.generation.max_new_tokens,
+                                                 metrics=tc.generation.metrics,
+                                                 batch_size=tc.per_device_eval_batch_size or tc.per_device_batch_size)
             metrics |= scores
         return Evaluation(metrics, samples)
 
