@@ -123,32 +123,3 @@ def test_temperature_and_entropy_on_both_routes(tiny_llama_config):
     routed.values.sum().backward()
     for (name, a), (_, b) in zip(plain_model.named_parameters(), fused_model.named_parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
-
-
-def test_packed_rows_on_flex_attention_get_transformers_mask_without_its_packed_row_check(tiny_llama_config,
-                                                                                         monkeypatch):
-    import transformers.masking_utils as masking
-
-    from oa_train.training.logprobs import model_inputs, packed_mask_function
-
-    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8]])
-    q, kv = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
-    mask = packed_mask_function(positions)
-    samples = [[0, 0, 0, 1, 1, 2, 2, 2, 2], [0] * 9]
-    for b in range(2):
-        expected = (kv <= q) & (torch.tensor(samples[b])[q] == torch.tensor(samples[b])[kv])
-        assert torch.equal(mask(torch.tensor(b), 0, q, kv), expected)
-        theirs = masking.and_masks(masking.causal_mask_function, masking.packed_sequence_mask_function(
-            masking.find_packed_sequence_indices(positions[:1]) if b == 0 else torch.zeros(1, 9, dtype=torch.long)))
-        assert torch.equal(theirs(torch.tensor(0), 0, q, kv), expected)
-
-    built = []
-    monkeypatch.setattr(masking, "flex_attention_mask", lambda *a, **k: built.append((a, k)) or "block mask")
-    model = _model(tiny_llama_config)
-    batch = {"input_ids": torch.ones(2, 9, dtype=torch.long), "position_ids": positions, "labels": positions}
-    model.config._attn_implementation = "flex_attention"
-    assert model_inputs(model, batch)["attention_mask"] == "block mask" and built[0][0] == (2, 9, 9)
-    model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers  # transformers builds those
-    assert "attention_mask" not in model_inputs(model, batch)
-    model.config._attn_implementation = "sdpa"
-    assert "attention_mask" not in model_inputs(model, batch) and len(built) == 1

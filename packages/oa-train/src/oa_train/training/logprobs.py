@@ -158,17 +158,13 @@ class LabelLogProbs:
 
 
 def model_inputs(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch without labels. Rows without a mask on flex attention get their block mask here (causal within
-    each sample: samples start where the position ids restart), as transformers would build it, but without its
-    check for packed rows, which waits for the GPU. A 4D boolean mask (PoSE rows) becomes what the attention
-    implementation takes: kept for sdpa, additive float for eager, refused for kernels that only read position ids."""
+    """The batch without labels; a 4D boolean mask (PoSE rows) becomes what the attention implementation
+    takes: kept for sdpa, additive float for eager, refused for kernels that only read position ids."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     mask = inputs.get("attention_mask")
-    config = getattr(getattr(model, "module", model), "config", None)
-    impl = getattr(config, "_attn_implementation", None) or "eager"
-    if mask is None and impl == "flex_attention" and "position_ids" in inputs and _full_attention_only(config):
-        inputs["attention_mask"] = packed_block_mask(inputs["position_ids"])
-    elif mask is not None and mask.dim() == 4:
+    if mask is not None and mask.dim() == 4:
+        config = getattr(getattr(model, "module", model), "config", None)
+        impl = getattr(config, "_attn_implementation", None) or "eager"
         if impl == "eager":
             dtype = next(getattr(model, "module", model).parameters()).dtype
             inputs["attention_mask"] = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
@@ -177,29 +173,3 @@ def model_inputs(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             raise OAError(f"model.attn_implementation: PoSE position ids need sdpa or eager attention, not {impl}",
                           hint="set model.attn_implementation: sdpa, or drop data.pose")
     return inputs
-
-
-def packed_block_mask(position_ids: torch.Tensor):
-    """The flex-attention block mask of rows of packed samples (:func:`packed_mask_function`)."""
-    from transformers.masking_utils import flex_attention_mask
-
-    rows, length = position_ids.shape
-    return flex_attention_mask(rows, length, length, device=position_ids.device,
-                               mask_function=packed_mask_function(position_ids))
-
-
-def packed_mask_function(position_ids: torch.Tensor) -> Callable:
-    """transformers' mask function for rows of packed samples: causal, and each sample sees only itself (a sample
-    starts where the position ids do not go up by one)."""
-    from transformers.masking_utils import and_masks, causal_mask_function, packed_sequence_mask_function
-
-    samples = (torch.diff(position_ids, prepend=position_ids[:, :1] - 1, dim=-1) != 1).cumsum(-1)
-    return and_masks(causal_mask_function, packed_sequence_mask_function(samples))
-
-
-def _full_attention_only(config) -> bool:
-    """No sliding-window or chunked layers (their masks transformers builds itself)."""
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None:
-        return all(t == "full_attention" for t in layer_types)
-    return getattr(config, "sliding_window", None) is None and getattr(config, "attention_chunk_size", None) is None
