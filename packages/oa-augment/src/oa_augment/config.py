@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from oa_core.config import RegistryRef
+from oa_core.config import InputSpec, RegistryRef
 from oa_core.errors import ConfigError, OAError
 from oa_core.generation import GenerationParams
 
@@ -19,19 +19,6 @@ Where = Literal["prompt", "response", "all"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class InputSpec(_Strict):
-    """The records to augment: any registered dataset format, read as training reads it."""
-
-    path: str = Field(description="file, folder, glob or hub dataset id")
-    format: Annotated[str, RegistryRef("dataset_format")] = Field(
-        description="a registered dataset format (oa plugins list --kind dataset_format)")
-    split: str = Field("train", description="split of a hub dataset, or the key of a split-keyed JSON file")
-    subset: str | None = Field(None, description="hub dataset configuration name")
-    field_map: dict[str, str] = Field(default_factory=dict, description="canonical field -> column name")
-    options: dict[str, Any] = Field(default_factory=dict, description="format-specific options")
-    limit: int | None = Field(None, ge=1, description="use only the first N records")
 
 
 class Generation(GenerationParams):

@@ -11,6 +11,7 @@ from oa_core.config.layers import DEFAULT, OVERRIDE, apply_overrides, load_layer
 from oa_core.config.settings import (
     TRUNCATION_RULES,
     DatasetSpec,
+    InputSpec,
     ModelSettings,
     RegistryRef,
     RunConfig,
@@ -24,6 +25,7 @@ __all__ = [
     "OVERRIDE",
     "TRUNCATION_RULES",
     "DatasetSpec",
+    "InputSpec",
     "LoadedConfig",
     "ModelSettings",
     "RegistryRef",

@@ -88,6 +88,20 @@ class DatasetSpec(_Strict):
         return self
 
 
+class InputSpec(_Strict):
+    """The records a command runs on (``oa infer``, ``oa eval``, ``oa augment``): any registered dataset format,
+    read as training reads it."""
+
+    path: str = Field(description="file, folder, glob or hub dataset id")
+    format: Annotated[str, RegistryRef("dataset_format")] = Field(
+        description="a registered dataset format (oa plugins list --kind dataset_format)")
+    split: str = Field("train", description="split of a hub dataset, or the key of a split-keyed JSON file")
+    subset: str | None = Field(None, description="hub dataset configuration name")
+    field_map: dict[str, str] = Field(default_factory=dict, description="canonical field -> column name")
+    options: dict[str, Any] = Field(default_factory=dict, description="format-specific options")
+    limit: int | None = Field(None, ge=1, description="use only the first N records")
+
+
 class RunConfig(_Strict):
     """The method-independent part of a run config; ``train`` is validated by the method's model and
     plugin sections (``data``, ``peft``, ``kernels`` ...) are added by :func:`oa_core.config.config_model`."""
