@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from oa_core.config import InputSpec, RegistryRef
+from oa_core.config import InputSpec, JsonlPath, RegistryRef
 from oa_core.errors import ConfigError, OAError
 from oa_core.generation import GenerationParams
 
@@ -105,7 +105,7 @@ class AugmentConfig(_Strict):
     augmenter: Annotated[str, RegistryRef("augmenter")] = Field(
         description="a registered augmenter (oa plugins list --kind augmenter)")
     input: InputSpec = Field(description="the records to augment")
-    output: str = Field(description="output .jsonl of native oa.* records (written whole when the run ends)")
+    output: JsonlPath = Field(description="output .jsonl of native oa.* records (written whole when the run ends)")
     options: dict[str, Any] = Field(default_factory=dict, description="the augmenter's options")
     template: str | None = Field(None, description="prompt template replacing the augmenter's (jinja)")
     template_file: str | None = Field(None, description="a file with the prompt template (relative to the config)")
@@ -127,13 +127,6 @@ class AugmentConfig(_Strict):
                               "endpoint that is down); 0: never stop")
     work_dir: str | None = Field(None, description="folder of the journal, settings and summary (default: the "
                                  "output's name with .augment instead of .jsonl, beside it)")
-
-    @field_validator("output")
-    @classmethod
-    def _jsonl(cls, value: str) -> str:
-        if not value.endswith(".jsonl"):
-            raise ValueError(f"'{value}' must end in .jsonl")
-        return value
 
     @model_validator(mode="after")
     def _one_template(self) -> AugmentConfig:

@@ -54,15 +54,9 @@ class Item:
 def load_inputs(spec: InputSpec, *, progress: bool | None = None) -> list[Item]:
     """The records of ``spec``, read through its dataset format (bad rows are one-line errors naming file, line
     and field)."""
-    from oa_core.config import DatasetSpec
-    from oa_data.loading import load_records
+    from oa_data.loading import load_input
 
-    dataset = DatasetSpec(path=spec.path, format=spec.format, split=spec.split, subset=spec.subset,
-                          field_map=spec.field_map, options=spec.options)
-    loaded = load_records(dataset, strict=True, progress=progress)
-    records = loaded.records[: spec.limit] if spec.limit else loaded.records
-    if not records:
-        raise OAError(f"{spec.path}: no records to augment", hint="check the file and its format")
+    loaded, records = load_input(spec, purpose="to augment", progress=progress)
     return [Item(k, str(r.metadata.get("id", k)), loaded.where(k), r, fingerprint(to_row(r))) for k, r in enumerate(records)]
 
 

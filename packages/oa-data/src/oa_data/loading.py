@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from oa_core.config import DatasetSpec
+from oa_core.config import DatasetSpec, InputSpec
 from oa_core.errors import OAError, RecordError
 from oa_core.plugins import Registry, get_registry
 from oa_core.schema import describe_validation_error
@@ -91,6 +91,19 @@ class LoadedSource:
         if k < len(self.row_of):
             return self.places[self.file_of[k]](self.row_of[k])
         return f"{self.source}: record {k}"
+
+
+def load_input(spec: InputSpec, *, purpose: str, progress: bool | None = None) -> tuple[LoadedSource, list[Any]]:
+    """The records a command runs on (``oa infer``, ``oa augment``): ``spec`` read strictly through its format
+    (bad rows are one-line errors naming file, line and field), the first ``spec.limit`` of them; an error when
+    there are none (``purpose``: "to run on", "to augment", ...)."""
+    dataset = DatasetSpec(path=spec.path, format=spec.format, split=spec.split, subset=spec.subset,
+                          field_map=spec.field_map, options=spec.options)
+    loaded = load_records(dataset, strict=True, progress=progress)
+    records = loaded.records[: spec.limit] if spec.limit else loaded.records
+    if not records:
+        raise OAError(f"{spec.path}: no records {purpose}", hint="check the file and its format")
+    return loaded, records
 
 
 def load_records(spec: DatasetSpec, *, registry: Registry | None = None, strict: bool = True, num_proc: int = 1,

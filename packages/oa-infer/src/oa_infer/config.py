@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oa_core.config import InputSpec, RegistryRef
+from oa_core.config import InputSpec, JsonlPath, RegistryRef
 from oa_core.errors import ConfigError
 from oa_core.generation import GenerationParams
 
@@ -36,7 +36,7 @@ class InferConfig(_Strict):
         description="the generator's settings: model, adapter, tokenizer, dtype, trust_remote_code and its own "
         "options (hf: batch_size, device, attn_implementation, use_cache, continuous_batching)")
     input: InputSpec = Field(description="the records to run on")
-    output: str = Field(description="output jsonl; resumed when it exists (finished records are skipped)")
+    output: JsonlPath = Field(description="output jsonl; resumed when it exists (finished records are skipped)")
     generation: list[GenerationSpec] = Field(
         default_factory=lambda: [GenerationSpec()],
         description="generation settings (one mapping or a list; each list entry writes its own file)")
@@ -55,13 +55,6 @@ class InferConfig(_Strict):
             raise ValueError("with several settings every one needs a `name` (it names its output file)")
         if len(set(names)) < len(names):
             raise ValueError(f"names must differ (got {', '.join(map(str, names))})")
-        return value
-
-    @field_validator("output")
-    @classmethod
-    def _jsonl(cls, value: str) -> str:
-        if not value.endswith(".jsonl"):
-            raise ValueError(f"'{value}' must end in .jsonl")
         return value
 
     def outputs(self) -> list[tuple[GenerationSpec, Path]]:

@@ -58,17 +58,11 @@ class Summary:
 def load_items(spec: InputSpec, task: str = "generate", *, progress: bool | None = None) -> list[Item]:
     """The records of ``spec`` (read through its dataset format; bad rows are one-line errors naming file,
     line and field) with their prompts, or their sequences to score."""
-    from oa_core.config import DatasetSpec
     from oa_core.generation import generation_prompt
-    from oa_data.loading import load_records
+    from oa_data.loading import load_input
     from oa_infer.prompts import reference, scoring_inputs
 
-    dataset = DatasetSpec(path=spec.path, format=spec.format, split=spec.split, subset=spec.subset,
-                          field_map=spec.field_map, options=spec.options)
-    loaded = load_records(dataset, strict=True, progress=progress)
-    records = loaded.records[: spec.limit] if spec.limit else loaded.records
-    if not records:
-        raise OAError(f"{spec.path}: no records to run on", hint="check the file and its format")
+    loaded, records = load_input(spec, purpose="to run on", progress=progress)
     items = []
     for k, record in enumerate(records):
         where = loaded.where(k)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Section = TypeVar("Section", bound=BaseModel)
 
@@ -86,6 +86,15 @@ class DatasetSpec(_Strict):
         if self.sample_rate is not None and self.num_samples is not None:
             raise ValueError("give at most one of 'sample_rate' and 'num_samples'")
         return self
+
+
+def _jsonl(value: str) -> str:
+    if not value.endswith(".jsonl"):
+        raise ValueError(f"'{value}' must end in .jsonl")
+    return value
+
+
+JsonlPath = Annotated[str, AfterValidator(_jsonl)]  # an output file of JSON lines
 
 
 class InputSpec(_Strict):
