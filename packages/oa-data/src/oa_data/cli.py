@@ -29,19 +29,11 @@ def _load(config: str, overrides: tuple[str, ...]):
 def _unsupervised(cfg, split: str) -> list[tuple[str, str]]:
     """(key, record type) of each dataset of ``split`` whose records are not SFT's (pairs, rankings, labels, RL
     prompts); formats are looked up in the registry, not read."""
-    from oa_core.errors import OAError
-    from oa_core.plugins import get_registry
+    from oa_data.loading import SFT_RECORDS, record_type_name
 
     group = "datasets" if split == "train" else "eval_datasets"
-    out = []
-    for i, spec in enumerate(getattr(cfg, group)):
-        try:
-            kind = get_registry().get("dataset_format", spec.format).record_type.__name__
-        except OAError:
-            continue  # loading reports it
-        if kind not in ("Conversation", "PromptCompletion", "Text"):
-            out.append((f"{group}.{i}", kind))
-    return out
+    kinds = ((f"{group}.{i}", record_type_name(spec.format)) for i, spec in enumerate(getattr(cfg, group)))
+    return [(key, kind) for key, kind in kinds if kind is not None and kind not in SFT_RECORDS]
 
 
 def _specs(cfg, split: str):

@@ -93,6 +93,18 @@ class LoadedSource:
         return f"{self.source}: record {k}"
 
 
+SFT_RECORDS = ("Conversation", "PromptCompletion", "Text")  # what supervised fine-tuning and pretraining learn from
+
+
+def record_type_name(format_name: str) -> str | None:
+    """The name of the record type a registered dataset format makes; None for an unknown format (the config's
+    name check reports it)."""
+    try:
+        return get_registry().get("dataset_format", format_name).record_type.__name__
+    except OAError:
+        return None
+
+
 def load_input(spec: InputSpec, *, purpose: str, progress: bool | None = None) -> tuple[LoadedSource, list[Any]]:
     """The records a command runs on (``oa infer``, ``oa augment``): ``spec`` read strictly through its format
     (bad rows are one-line errors naming file, line and field), the first ``spec.limit`` of them; an error when

@@ -10,7 +10,6 @@ from pathlib import Path
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
-SFT_RECORDS = ("Conversation", "PromptCompletion", "Text")
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
@@ -46,20 +45,17 @@ def _model_problems(cfg) -> list[tuple[str, str]]:
     return problems
 
 
-def _record_problems(cfg, allowed: tuple[str, ...] = SFT_RECORDS) -> list[tuple[str, str]]:
-    """Datasets whose records the method cannot train on: SFT and pretraining learn from conversations,
-    prompt/completion pairs and text (``allowed``), not from preference pairs or rankings."""
-    from oa_core.errors import OAError
-    from oa_core.plugins import get_registry
+def _record_problems(cfg, allowed: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """Datasets whose records the method cannot train on (``allowed``: record type names; default SFT's:
+    conversations, prompt/completion pairs and text, not preference pairs or rankings)."""
+    from oa_data.loading import SFT_RECORDS, record_type_name
 
+    allowed = allowed or SFT_RECORDS
     problems = []
     for group in ("datasets", "eval_datasets"):
         for i, spec in enumerate(getattr(cfg, group)):
-            try:
-                record_type = get_registry().get("dataset_format", spec.format).record_type.__name__
-            except OAError:
-                continue  # an unknown format is reported by the name check
-            if record_type not in allowed:
+            record_type = record_type_name(spec.format)
+            if record_type is not None and record_type not in allowed:
                 problems.append((f"{group}.{i}.format", f"'{spec.format}' gives {record_type} records, which method "
                                  f"'{cfg.method}' does not train on (it takes {', '.join(allowed)})"))
     return problems

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from oa_train.reward.checks import _entry, _record_type
+from oa_data.loading import record_type_name
+from oa_train.reward.checks import _entry
 
 NO_REFERENCE = ("Text", "Classification")  # records that never have a reference answer
 
@@ -85,7 +86,7 @@ def _rewards(cfg, train) -> list[tuple[str, str]]:
         if "reference" in entry.columns:
             for group in ("datasets", "eval_datasets"):
                 for j, ds in enumerate(getattr(cfg, group)):
-                    record_type = _record_type(ds.format)
+                    record_type = record_type_name(ds.format)
                     if record_type in NO_REFERENCE:
                         problems.append((f"{group}.{j}.format", f"'{ds.format}' gives {record_type} records, which "
                                          f"have no reference answer for reward '{spec.label}' ({spec.function})"))

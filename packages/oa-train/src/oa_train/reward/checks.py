@@ -27,6 +27,7 @@ def check_scored_method(cfg) -> list[tuple[str, str]]:
 
 def _common(cfg, method: str) -> list[tuple[str, str]]:
     from oa_data.settings import DataSettings
+    from oa_train.checks import _record_problems
 
     problems = []
     if cfg.model is not None and cfg.model.type != "seq_cls":
@@ -35,12 +36,7 @@ def _common(cfg, method: str) -> list[tuple[str, str]]:
     if cfg.section("data", DataSettings).packing:
         problems.append(("data.packing", f"method '{cfg.method}' packs each micro-batch itself (train.padding_free); "
                          "remove data.packing"))
-    for group in ("datasets", "eval_datasets"):
-        for i, spec in enumerate(getattr(cfg, group)):
-            record_type = _record_type(spec.format)
-            if record_type is not None and record_type not in RECORDS[method]:
-                problems.append((f"{group}.{i}.format", f"'{spec.format}' gives {record_type} records, which method "
-                                 f"'{cfg.method}' does not train on (it takes {', '.join(RECORDS[method])})"))
+    problems += _record_problems(cfg, RECORDS[method])
     family = _loss_family(cfg.train.loss)
     if family is not None and family != FAMILY[method]:
         problems.append(("train.loss", f"'{cfg.train.loss}' is a '{family}' loss; method '{cfg.method}' takes a "
@@ -95,10 +91,6 @@ def _entry(kind: str, name: str):
     except OAError:
         return None  # an unknown name is reported by the name check
 
-
-def _record_type(format_name: str) -> str | None:
-    fmt = _entry("dataset_format", format_name)
-    return fmt.record_type.__name__ if fmt is not None else None
 
 
 def _loss_family(name: str) -> str | None:
