@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from oa_cli.options import set_option
+from oa_cli.options import config_or_flags, set_option
 from oa_core.errors import OAError
 
 # config key -> the flag that sets it (error messages name the flag)
@@ -77,21 +77,13 @@ def augment(config_file: str | None, overrides: tuple[str, ...], dry_run: int | 
     from oa_augment.config import load_augment_config, validate
     from oa_augment.pipeline import preview, run_augment
 
-    given = sorted(k for k, v in flags.items() if v not in (None, ()))
-    if config_file is not None:
-        if given:
-            flag = {"input_path": "--input", "fmt": "--format", "engine_options": "--engine"}.get(
-                given[0], f"--{given[0].replace('_', '-')}")
-            raise OAError(f"{flag}: give either CONFIG or flags", hint="change a config's values with --set key.path=value")
+    if config_or_flags(config_file, overrides, flags, command="augment",
+                       required={"--augmenter": "augmenter", "--input": "input_path", "--format": "fmt",
+                                 "--output": "output"},
+                       usage="oa augment --augmenter NAME --input FILE --format FMT --output OUT.jsonl ...",
+                       names={"input_path": "--input", "fmt": "--format", "engine_options": "--engine"}):
         config = load_augment_config(config_file, list(overrides))
     else:
-        if overrides:
-            raise OAError("--set: changes a CONFIG's values; without CONFIG give flags", hint="see oa augment --help")
-        missing = [f for f, k in (("--augmenter", "augmenter"), ("--input", "input_path"), ("--format", "fmt"),
-                                  ("--output", "output")) if not flags[k]]
-        if missing:
-            raise OAError(f"{missing[0]}: required without CONFIG",
-                          hint="oa augment --augmenter NAME --input FILE --format FMT --output OUT.jsonl ...")
         config = validate(_config_data(flags), {k: v for k, v in FLAGS.items()}, "command line")
     if dry_run is not None:
         click.echo(preview(config, dry_run))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from oa_cli.options import set_option
+from oa_cli.options import config_or_flags, set_option
 from oa_core.errors import OAError
 
 # config key -> the flag that sets it (error messages name the flag)
@@ -72,20 +72,12 @@ def infer(config_file: str | None, overrides: tuple[str, ...], **flags: Any) -> 
     from oa_infer.config import load_infer_config, validate
     from oa_infer.infer import run_infer
 
-    given = sorted(k for k, v in flags.items() if v not in (None, (), False))
-    if config_file is not None:
-        if given:
-            flag = {"input_path": "--input", "fmt": "--format", "engine_options": "--engine"}.get(
-                given[0], f"--{given[0].replace('_', '-')}")
-            raise OAError(f"{flag}: give either CONFIG or flags", hint="change a config's values with --set key.path=value")
+    if config_or_flags(config_file, overrides, flags, command="infer",
+                       required={"--model": "model", "--input": "input_path", "--output": "output"},
+                       usage="oa infer --model PATH --input FILE --output OUT.jsonl",
+                       names={"input_path": "--input", "fmt": "--format", "engine_options": "--engine"}):
         config = load_infer_config(config_file, list(overrides))
     else:
-        if overrides:
-            raise OAError("--set: changes a CONFIG's values; without CONFIG give flags", hint="see oa infer --help")
-        missing = [f for f, k in (("--model", "model"), ("--input", "input_path"), ("--output", "output"))
-                   if not flags[k]]
-        if missing:
-            raise OAError(f"{missing[0]}: required without CONFIG", hint="oa infer --model PATH --input FILE --output OUT.jsonl")
         config = validate(_config_data(flags), {}, "command line", flags=FLAGS)
     for summary in run_infer(config):
         click.echo(summary.line())
@@ -217,21 +209,14 @@ def evaluate(config_file: str | None, overrides: tuple[str, ...], **flags: Any) 
     from oa_infer.eval_config import load_eval_config, validate
     from oa_infer.evaluate import best_line, run_eval, table
 
-    given = sorted(k for k, v in flags.items() if v not in (None, (), False))
-    if config_file is not None:
-        if given:
-            flag = {"input_path": "--input", "fmt": "--format", "engine_options": "--engine", "models": "--model",
-                    "ks": "--k", "field_map": "--field-map"}.get(given[0], f"--{given[0].replace('_', '-')}")
-            raise OAError(f"{flag}: give either CONFIG or flags", hint="change a config's values with --set key.path=value")
+    if config_or_flags(config_file, overrides, flags, command="eval",
+                       required={"--model": "models", "--input": "input_path", "--metrics": "metrics",
+                                 "--output-dir": "output_dir"},
+                       usage="oa eval --model PATH --input FILE --metrics bleu,rouge --output-dir DIR",
+                       names={"input_path": "--input", "fmt": "--format", "engine_options": "--engine",
+                              "models": "--model", "ks": "--k", "field_map": "--field-map"}):
         config = load_eval_config(config_file, list(overrides))
     else:
-        if overrides:
-            raise OAError("--set: changes a CONFIG's values; without CONFIG give flags", hint="see oa eval --help")
-        missing = [f for f, k in (("--model", "models"), ("--input", "input_path"), ("--metrics", "metrics"),
-                                  ("--output-dir", "output_dir")) if not flags[k]]
-        if missing:
-            raise OAError(f"{missing[0]}: required without CONFIG",
-                          hint="oa eval --model PATH --input FILE --metrics bleu,rouge --output-dir DIR")
         config = validate(_eval_config_data(flags), {}, "command line", flags=EVAL_FLAGS)
     console = Console()
     result = run_eval(config, console=Console(stderr=True), source=config_file or "--model")
