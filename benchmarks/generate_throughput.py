@@ -9,7 +9,15 @@ Variants, in this order, in one process (a warm-up generation first, so CUDA sta
 - ``plain-generate``: one ``model.generate`` call per prompt, in input order (what a hand-written evaluation loop
   does, and what oa-train's in-training generation did before it used the engine);
 - ``plain-batched``: ``model.generate`` on ``--batch`` prompts at a time in input order, left-padded;
-- ``oa-hf``: ``HFEngine.generate_ids`` with ``batch_size --batch`` (prompts sorted by length, left-padded).
+- ``plain-static``: ``plain-batched`` at its best: ``cache_implementation="static"``, with which transformers
+  compiles the decoding step (``torch.compile``, CUDA graphs) on a GPU;
+- ``oa-hf``: ``HFEngine.generate_ids`` with ``batch_size --batch`` as oa-infer's settings make it by default
+  (prompts sorted by length, left-padded; on a GPU ``compile: auto`` means a static cache and compiled decoding,
+  prompt widths padded to a power of two, at least 64);
+- ``oa-hf-eager``: the same with ``compile: false`` (a dynamic KV cache, nothing compiled).
+
+Variants that compile get one untimed run over all prompts first (its time is reported as "first run": compilation
+included), so that the timed runs measure decoding, not the compiler.
 
 Model: randomly initialised from a local config: Llama-3.2-1B's shape (hidden 2048, 16 layers, 32 heads / 8 KV
 heads, MLP 8192, tied embeddings, 128256-token vocabulary; the token ids come from the llama2-sp tokenizer with
@@ -35,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sft_throughput import device_name, ensure_plugins, versions  # noqa: E402
 
-VARIANTS = ("plain-generate", "plain-batched", "oa-hf")
+VARIANTS = ("plain-generate", "plain-batched", "plain-static", "oa-hf", "oa-hf-eager")
 ALPACA = ROOT / "examples/data/alpaca-seed/seed_tasks_alpaca.jsonl"
 TOKENIZER = ROOT / "assets/tokenizers/llama2-sp"
 
@@ -69,12 +77,12 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def ratios(results: dict) -> list[dict]:
-    """tokens/s of ``oa-hf`` over each plain variant that ran, named by both rows."""
-    oa = results.get("oa-hf")
-    if not oa or "tokens_per_s" not in oa:
-        return []
-    return [{"name": f"oa-hf / {base} tokens/s", "ratio": oa["tokens_per_s"] / results[base]["tokens_per_s"]}
-            for base in ("plain-generate", "plain-batched") if "tokens_per_s" in results.get(base, {})]
+    """tokens/s of each oa variant over each plain variant that ran (and default over eager), named by both rows."""
+    pairs = [(oa, base) for oa in ("oa-hf", "oa-hf-eager") for base in ("plain-generate", "plain-batched",
+                                                                       "plain-static")]
+    pairs.append(("oa-hf", "oa-hf-eager"))
+    return [{"name": f"{a} / {b} tokens/s", "ratio": results[a]["tokens_per_s"] / results[b]["tokens_per_s"]}
+            for a, b in pairs if "tokens_per_s" in results.get(a, {}) and "tokens_per_s" in results.get(b, {})]
 
 
 def generated_tokens(ids: list[int], eos_ids: list[int], pad_id: int | None = None) -> list[int]:
@@ -104,7 +112,7 @@ def setup(args):
     from oa_core.generation import GenerationParams
     from oa_data.special_tokens import prepare_tokenizer
     from oa_data.templates import BUILTIN_TEMPLATES, standalone_jinja
-    from oa_infer.engines.hf import HFEngine
+    from oa_infer.engines.hf import HFEngine, HFSettings
 
     ensure_plugins()
     tok = AutoTokenizer.from_pretrained(TOKENIZER)
@@ -116,13 +124,15 @@ def setup(args):
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**config, attn_implementation=args.attn))
     model = model.to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
-    engine = HFEngine(model, tok, batch_size=args.batch)
+    engine = HFEngine.from_settings(model, tok, HFSettings(model="-", batch_size=args.batch), source=str(TOKENIZER))
+    eager = HFEngine.from_settings(model, tok, HFSettings(model="-", batch_size=args.batch, compile=False),
+                                   source=str(TOKENIZER))
     rows = [json.loads(line) for line in ALPACA.read_text(encoding="utf-8").splitlines()][: args.prompts]
     prompts = [[{"role": "user", "content": r["instruction"] + (f"\n\n{r['input']}" if r["input"].strip() else "")}]
                for r in rows]
     encoded = [engine.encoder.encode(p) for p in prompts]
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
-    return model, tok, engine, encoded, params, config
+    return model, tok, {"oa-hf": engine, "oa-hf-eager": eager}, encoded, params, config
 
 
 def sync(device: str) -> None:
@@ -132,8 +142,10 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_plain(model, tok, engine, encoded, params, batch: int, device: str) -> tuple[int, list[str]]:
-    """``model.generate`` on ``batch`` prompts at a time in input order, left-padded: tokens and texts."""
+def run_plain(model, tok, engine, encoded, params, batch: int, device: str, static: bool = False
+              ) -> tuple[int, list[str]]:
+    """``model.generate`` on ``batch`` prompts at a time in input order, left-padded (``static``: with a static
+    cache, which transformers decodes with a compiled step): tokens and texts."""
     import torch
 
     tokens, texts = 0, []
@@ -144,7 +156,8 @@ def run_plain(model, tok, engine, encoded, params, batch: int, device: str) -> t
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_new_tokens,
-                                 do_sample=False, eos_token_id=engine.eos_ids, pad_token_id=engine.pad_id)
+                                 do_sample=False, eos_token_id=engine.eos_ids, pad_token_id=engine.pad_id,
+                                 **({"cache_implementation": "static"} if static else {}))
         for row in out[:, width:].tolist():
             new = generated_tokens(row, engine.eos_ids, engine.pad_id)
             tokens += len(new)
@@ -158,29 +171,33 @@ def run_oa(engine, encoded, params) -> tuple[int, list[str]]:
 
 
 def measure(args) -> dict:
-    model, tok, engine, encoded, params, config = setup(args)
+    model, tok, engines, encoded, params, config = setup(args)
     warm = params.model_copy(update={"max_new_tokens": 2})
-    run_oa(engine, encoded[:2], warm)
-    run_plain(model, tok, engine, encoded[:2], warm, 1, args.device)
+    run_oa(engines["oa-hf-eager"], encoded[:2], warm)
+    run_plain(model, tok, engines["oa-hf"], encoded[:2], warm, 1, args.device)
     results, texts = {}, {}
     for variant in [v for v in args.variants.split(",") if v]:
-        runs = []
-        for _ in range(args.repeats):
+        batch = 1 if variant == "plain-generate" else args.batch
+
+        def once(variant=variant, batch=batch):
             sync(args.device)
             t0 = time.perf_counter()
-            if variant == "oa-hf":
-                tokens, texts[variant] = run_oa(engine, encoded, params)
+            if variant in engines:
+                tokens, texts[variant] = run_oa(engines[variant], encoded, params)
             else:
-                batch = 1 if variant == "plain-generate" else args.batch
-                tokens, texts[variant] = run_plain(model, tok, engine, encoded, params, batch, args.device)
+                tokens, texts[variant] = run_plain(model, tok, engines["oa-hf"], encoded, params, batch, args.device,
+                                                   static=variant == "plain-static")
             sync(args.device)
-            runs.append({"seconds": time.perf_counter() - t0, "tokens": tokens})
-        results[variant] = {"prompts": len(encoded), "batch": 1 if variant == "plain-generate" else args.batch,
-                            **summarize(runs)}
+            return {"seconds": time.perf_counter() - t0, "tokens": tokens}
+
+        compiles = variant == "plain-static" or (variant == "oa-hf" and engines["oa-hf"].compile)
+        first = once() if compiles else None
+        results[variant] = {"prompts": len(encoded), "batch": batch, **summarize([once() for _ in range(args.repeats)]),
+                            "first_run_s": first["seconds"] if first else None}
         print(f"   {variant}: {results[variant]['tokens']} tokens in {results[variant]['seconds']:.2f} s "
               f"({results[variant]['tokens_per_s']:.0f} tokens/s)", flush=True)
-    same = {f"oa-hf = {base}": agreement(texts["oa-hf"], texts[base]) for base in ("plain-generate", "plain-batched")
-            if "oa-hf" in texts and base in texts}
+    same = {f"{oa} = {base}": agreement(texts[oa], texts[base]) for oa in ("oa-hf", "oa-hf-eager")
+            for base in ("plain-generate", "plain-batched", "plain-static") if oa in texts and base in texts}
     return {"results": results, "same_text": same, "prompt_tokens": sum(len(p) for p in encoded),
             "model_config": config}
 
@@ -189,9 +206,12 @@ def render(report: dict) -> str:
     lines = [f"{report['date']}; {report['device']}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
              "", f"{report['args']['prompts_used']} prompts ({report['prompt_tokens']} tokens), greedy, "
              f"max_new_tokens {report['args']['max_new_tokens']}, {report['args']['dtype']}",
-             "", "| variant | batch | generated tokens | seconds | tokens/s |", "| --- | ---: | ---: | ---: | ---: |"]
+             "", "| variant | batch | generated tokens | seconds | tokens/s | first run (compiling), s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in report["results"].items():
-        lines.append(f"| {name} | {r['batch']} | {r['tokens']} | {r['seconds']:.2f} | {r['tokens_per_s']:.0f} |")
+        first = f"{r['first_run_s']:.1f}" if r.get("first_run_s") else "—"
+        lines.append(f"| {name} | {r['batch']} | {r['tokens']} | {r['seconds']:.2f} | {r['tokens_per_s']:.0f} "
+                     f"| {first} |")
     lines.append("")
     for g in report["ratios"]:
         lines.append(f"- {g['name']}: {g['ratio']:.2f}x")

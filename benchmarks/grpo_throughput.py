@@ -10,8 +10,10 @@ Each variant runs in its own process (peak memory starts from zero), in this ord
 - ``trl-best``: its fastest transformers-based set-up: ``use_transformers_continuous_batching`` (paged KV cache,
   no padding). TRL 1.16 computes log-probs through its own chunked LM head in both (``use_liger_loss`` is gone;
   the Hub kernels it suggests instead need a download, and the GPU machine has no network);
-- ``oa``: ``method: grpo`` with oa's defaults (``generator: hf``; model patches and attention as oa picks them
-  unless ``--patches`` / ``--oa-attn`` say otherwise);
+- ``oa``: ``method: grpo`` with oa's defaults (``generator: hf``, on a GPU with ``hf.compile: auto``: a static KV
+  cache and a compiled, CUDA-graph decoding step; model patches and attention as oa picks them unless
+  ``--patches`` / ``--oa-attn`` say otherwise);
+- ``oa-eager``: the same with ``hf.compile: false`` (a dynamic KV cache, as before compiled decoding existed);
 - ``oa-best``: the same with ``hf.continuous_batching: true``.
 
 Model: randomly initialised from a local config: Llama-3.2-1B's shape (hidden 2048, 16 layers, 32 heads / 8 KV
@@ -49,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dpo_throughput import Meter, model_config, summarize  # noqa: E402
 from sft_throughput import device_name, ensure_plugins, versions  # noqa: E402
 
-VARIANTS = ("trl", "trl-best", "oa", "oa-best")
+VARIANTS = ("trl", "trl-best", "oa", "oa-eager", "oa-best")
 GOALS = {"step": 0.5, "memory": 1.0}
 GSM8K = ROOT / "examples/data/gsm8k/train_500.jsonl"
 
@@ -106,7 +108,8 @@ def write_run_config(work: Path, args, variant: str) -> Path:
                   "learning_rate": 1e-6, "lr_scheduler": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0,
                   "logging_steps": 1, "save_steps": None, "log_completions_steps": 0,
                   "mixed_precision": args.mixed_precision, "gradient_checkpointing": False,
-                  "hf": {"batch_size": group, "continuous_batching": variant == "oa-best"}},
+                  "hf": {"batch_size": group, "continuous_batching": variant == "oa-best",
+                         **({"compile": False} if variant == "oa-eager" else {})}},
     }
     path = work / f"{variant}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -141,8 +144,10 @@ def run_oa(args, work: Path, variant: str) -> dict:
     Loop(load_config(write_run_config(work, args, variant)), objective, callbacks=[on_step]).run()
     objective.meter.handle.remove()
     run = objective.run
+    engine = getattr(objective.rollout, "engine", None)
     return {"steps": objective.meter.steps, "prompts": objective.prompts, "setup_s": objective.setup_s,
-            "patches": run.model_manifest.get("patches"), "route": run.model_manifest.get("label_logprobs")}
+            "patches": run.model_manifest.get("patches"), "route": run.model_manifest.get("label_logprobs"),
+            "compiled_decoding": getattr(engine, "compile", None)}
 
 
 def run_trl(args, work: Path, variant: str) -> dict:

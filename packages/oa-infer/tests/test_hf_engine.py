@@ -173,3 +173,78 @@ def test_continuous_batching_matches_plain_generate(tiny_lm, chat_tok):
     assert [len(s) for s in first] == [2, 2] and engine.generate(PROMPTS[:2], sampled) == first
     with pytest.raises(OAError, match="repetition_penalty: not supported with continuous batching"):
         engine.generate(PROMPTS[:1], GenerationParams(repetition_penalty=1.2))
+
+
+def test_compiled_decoding_equals_eager_pads_widths_and_sees_weight_updates(tiny_lm, chat_tok):
+    import torch._dynamo
+
+    from oa_infer.engines.hf import bucket_width
+
+    torch._dynamo.reset()
+    params = GenerationParams(max_new_tokens=5, logprobs=True)
+    eager = HFEngine(tiny_lm, chat_tok, batch_size=2).generate(PROMPTS[:4], params)
+    engine = HFEngine(tiny_lm, chat_tok, batch_size=2, compile=True)
+    widths = []
+    real = tiny_lm.generate
+
+    def spy(**kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        assert kwargs["generation_config"].cache_implementation == "static"
+        return real(**kwargs)
+
+    tiny_lm.generate = spy
+    try:
+        compiled = engine.generate(PROMPTS[:4], params)
+    finally:
+        del tiny_lm.generate
+    assert engine.compile and widths and all(w == bucket_width(w) for w in widths)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the decoding step was compiled
+    for c, e in zip(compiled, eager, strict=True):  # left padding up to the bucket changes no token
+        assert c[0].token_ids == e[0].token_ids and c[0].finish_reason == e[0].finish_reason
+        assert c[0].logprobs == pytest.approx(e[0].logprobs, abs=1e-4)
+    # a trainer updates the weights in place between generations: the compiled step must see the new ones
+    saved = {k: v.clone() for k, v in tiny_lm.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for w in tiny_lm.parameters():
+                w.add_(torch.randn_like(w) * 0.05)
+        again = engine.generate(PROMPTS[:4], params)
+        fresh = HFEngine(tiny_lm, chat_tok, batch_size=2).generate(PROMPTS[:4], params)
+    finally:
+        tiny_lm.load_state_dict(saved)
+    assert [c[0].token_ids for c in again] == [c[0].token_ids for c in fresh] != [c[0].token_ids for c in eager]
+
+
+def test_compiled_decoding_falls_back_to_eager_with_a_warning(tiny_lm, chat_tok, monkeypatch):
+    import oa_infer.engines.hf as hf
+
+    def broken(device):
+        raise RuntimeError("no compiler here\nmore lines")
+
+    monkeypatch.setattr(hf, "_compile_config", broken)
+    engine = HFEngine(tiny_lm, chat_tok, compile=True)
+    with pytest.warns(UserWarning, match=r"compiled decoding failed \(RuntimeError: no compiler here\); generating "
+                                         r"without it"):
+        got = engine.generate(PROMPTS[:2], GenerationParams(max_new_tokens=4))
+    assert not engine.compile
+    assert got == HFEngine(tiny_lm, chat_tok).generate(PROMPTS[:2], GenerationParams(max_new_tokens=4))
+
+
+def test_bucket_widths_are_powers_of_two_from_64():
+    from oa_infer.engines.hf import bucket_width
+
+    assert [bucket_width(w) for w in (1, 63, 64, 65, 128, 129, 700)] == [64, 64, 64, 128, 128, 256, 1024]
+
+
+def test_compile_setting_auto_means_on_a_gpu_and_excludes_continuous_batching(tiny_lm, chat_tok):
+    from oa_infer.engines.hf import HFSettings, compile_wanted
+
+    assert compile_wanted("auto", torch.device("cuda", 0), False) is True
+    assert compile_wanted("auto", torch.device("cpu"), False) is False
+    assert compile_wanted("auto", torch.device("cuda", 0), True) is False
+    assert compile_wanted(True, torch.device("cpu"), False) is True
+    with pytest.raises(ValueError, match="compile: true and continuous_batching: true exclude each other"):
+        HFSettings(model="m", compile=True, continuous_batching=True)
+    assert not HFEngine.from_settings(tiny_lm, chat_tok, HFSettings(model="m"), source="t").compile  # CPU: auto off
+    with pytest.raises(OAError, match="compile and continuous_batching: choose one"):
+        HFEngine(tiny_lm, chat_tok, compile=True, continuous_batching=True)

@@ -51,3 +51,29 @@ def test_rmsnorm_matches_the_llama_module(device):
         norm.weight.uniform_(0.5, 1.5)
     x = torch.randn(3, 7, 48, device=device)
     torch.testing.assert_close(rms_norm(x, norm.weight, norm.variance_epsilon), norm(x), rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_regions_run_the_references_without_graph_breaks(device):
+    """Inside torch.compile the kernels step aside for the references (the compiler fuses those itself), so a
+    patched layer compiles into one graph, as compiled decoding needs for a whole-step CUDA graph."""
+    import torch._dynamo
+
+    from oa_kernels import apply_rope
+    from oa_kernels.runtime import use_triton
+
+    x, w = torch.randn(2, 3, 16, device=device), torch.rand(16, device=device) + 0.5
+    q, k = torch.randn(2, 4, 3, 8, device=device), torch.randn(2, 2, 3, 8, device=device)
+    angles = torch.randn(2, 3, 4, device=device).repeat(1, 1, 2)  # HF's table: both halves alike
+    cos, sin = angles.cos(), angles.sin()
+
+    def layer(x, w, q, k, cos, sin):
+        qo, ko = apply_rope(q, k, cos, sin)
+        return swiglu(rms_norm(x, w, 1e-6), x), qo, ko
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(layer)(x, w, q, k, cos, sin)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)(x, w, q, k, cos, sin)
+    for got, want in zip(compiled, layer(x, w, q, k, cos, sin), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert use_triton(x, w)  # outside a compiled region the kernels run

@@ -417,8 +417,7 @@ def run_eval(config: EvalConfig, *, progress: bool | None = None, console: Any =
         start = time.perf_counter()
         hf = engine_settings(config, ckpt.model, ckpt.adapter)
         model, tokenizer = load_pretrained(hf, attn_implementation=hf.attn_implementation, device=hf.device)
-        engine = HFEngine(model, tokenizer, batch_size=hf.batch_size, use_cache=hf.use_cache,
-                          continuous_batching=hf.continuous_batching, source=f"the tokenizer in '{tokenizer_path(hf)}'")
+        engine = HFEngine.from_settings(model, tokenizer, hf, source=f"the tokenizer in '{tokenizer_path(hf)}'")
         if reward_model is None and any("reward" in spec.metrics for spec in config.datasets):
             reward_model = load_pretrained(config.reward, seq_cls=True, device=hf.device)
         results = {spec.label: evaluate_dataset(engine, ckpt, spec, items, folder, config, reward_model=reward_model,

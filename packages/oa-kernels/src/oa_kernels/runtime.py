@@ -21,8 +21,12 @@ def interpreting() -> bool:
 
 
 def use_triton(*tensors) -> bool:
-    """Triton for CUDA tensors (or CPU tensors under the interpreter); the reference otherwise."""
-    if not have_triton() or not tensors:
+    """Triton for CUDA tensors (or CPU tensors under the interpreter); the reference otherwise, and inside a
+    ``torch.compile`` region, where the compiler fuses the reference's operations itself (a hand-written kernel
+    would split the graph: no whole-step CUDA graph, e.g. for compiled decoding)."""
+    import torch
+
+    if torch.compiler.is_compiling() or not have_triton() or not tensors:
         return False
     if interpreting():
         return all(t.device.type == "cpu" for t in tensors)

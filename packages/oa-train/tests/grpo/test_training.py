@@ -5,6 +5,7 @@ with the same rewards, losses and weights as an uninterrupted one."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -76,3 +77,24 @@ def test_resume_in_the_middle_of_a_generation_batch_is_exact(toy_rewards, grpo_c
     a, b = weights(tmp_path / "full" / "model"), weights(tmp_path / "cut" / "model")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "cut" / "completions.jsonl").read_text() == (tmp_path / "full" / "completions.jsonl").read_text()
+
+
+def test_compiled_rollouts_sample_what_eager_ones_do(toy_rewards, grpo_config, records, tmp_path):
+    """hf.compile: true (static cache, compiled decoding step; on CPU with inductor's C++ backend) on the policy being
+    trained: its weights change in place after every step, and the compiled step samples what eager decoding does."""
+    import torch._dynamo
+
+    from oa_core.config import load_config
+    from oa_train.grpo import run_grpo
+
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name, compiled in (("eager", False), ("compiled", True)):
+            run_grpo(load_config(grpo_config(name, max_steps=3, hf={"compile": compiled})))
+    assert not [w for w in caught if "compiled decoding failed" in str(w.message)]
+    eager, compiled = records(tmp_path / "eager"), records(tmp_path / "compiled")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert [r["reward"] for r in compiled] == [r["reward"] for r in eager]
+    assert [r["completions/mean_length"] for r in compiled] == [r["completions/mean_length"] for r in eager]
+    assert [r["loss"] for r in compiled] == pytest.approx([r["loss"] for r in eager], rel=1e-4, abs=1e-6)

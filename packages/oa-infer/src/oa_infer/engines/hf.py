@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 
 from oa_core.errors import OAError
 from oa_core.generation import Completion, GenerationParams, GeneratorSettings, Prompt
@@ -19,7 +20,23 @@ from oa_infer.engines import eos_token_ids, finish_completion, pad_token_id
 from oa_infer.prompts import PromptEncoder
 
 
-class HFSettings(GeneratorSettings):
+class CompiledDecoding(BaseModel):
+    """The ``compile`` option of the hf generator, shared by oa-infer's settings and oa-train's GRPO rollouts."""
+
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="a static KV cache and a compiled decoding step (CUDA graphs on a GPU); prompt widths "
+        "are padded to a power of two so that it compiles a few times per run (auto: on a GPU, without continuous "
+        "batching)")
+
+    @model_validator(mode="after")
+    def _one_cache(self):
+        if self.compile is True and getattr(self, "continuous_batching", False):
+            raise ValueError("compile: true and continuous_batching: true exclude each other (continuous batching "
+                             "has its own paged cache); set one of them to false")
+        return self
+
+
+class HFSettings(GeneratorSettings, CompiledDecoding):
     """The ``hf`` generator: transformers ``generate`` in length-sorted, left-padded batches."""
 
     batch_size: int = Field(16, ge=1, description="sequences generated together (prompts x n)")
@@ -30,6 +47,13 @@ class HFSettings(GeneratorSettings):
     continuous_batching: bool = Field(
         False, description="transformers' continuous batching (generate_batch): a paged KV cache refilled with "
         "waiting prompts as others finish, no padding; stop strings are cut afterwards, no repetition_penalty")
+
+
+def compile_wanted(setting: bool | str, device: Any, continuous_batching: bool) -> bool:
+    """Whether ``compile`` (true, false or auto) means compiled decoding on ``device``: auto means on a GPU."""
+    if setting == "auto":
+        return getattr(device, "type", str(device)).startswith("cuda") and not continuous_batching
+    return bool(setting)
 
 
 class HFEngine:
@@ -46,6 +70,12 @@ class HFEngine:
     Log-probabilities (``params.logprobs``) are those of the model's own distribution: log-softmax of the raw
     logits, before repetition penalty, temperature, top-k and top-p (the distribution a trainer's log-probs use).
 
+    ``compile=True`` generates with a static KV cache and transformers' compiled decoding step (``torch.compile``,
+    CUDA graphs on a GPU): the step's hundreds of kernel launches become one graph replay. Prompt widths are padded
+    up to a power of two (:func:`bucket_width`) and transformers keeps the largest cache length seen, so a run
+    compiles a few times (once per larger power of two, and per batch size), not per batch. Should compilation fail (an unsupported model patch, a missing compiler), a warning says so and the engine
+    generates without it from then on.
+
     ``continuous_batching=True`` uses transformers' ``generate_batch``: requests are scheduled into a paged KV
     cache and finished sequences are replaced by waiting ones at once, with no padding and no waiting for the
     longest sequence of a batch (throughput on a GPU; on CPU it runs, with a cache sized to the work). There,
@@ -54,8 +84,12 @@ class HFEngine:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, use_cache: bool = True,
-                 continuous_batching: bool = False, source: str = "the tokenizer"):
+                 continuous_batching: bool = False, compile: bool = False, source: str = "the tokenizer"):
+        if compile and continuous_batching:
+            raise OAError("compile and continuous_batching: choose one",
+                          hint="continuous batching has its own paged cache; set compile: false")
         self.model = model
+        self.compile = compile
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.use_cache = use_cache
@@ -63,6 +97,15 @@ class HFEngine:
         self.encoder = PromptEncoder(tokenizer, source)
         self.eos_ids = eos_token_ids(_inner(model), tokenizer)
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)
+
+    @classmethod
+    def from_settings(cls, model: Any, tokenizer: Any, settings: Any, *, source: str) -> HFEngine:
+        """The engine for ``model`` with the options of ``settings`` (:class:`HFSettings`, or a trainer's settings
+        with batch_size, use_cache, continuous_batching and compile)."""
+        device = next(model.parameters()).device
+        return cls(model, tokenizer, batch_size=settings.batch_size, use_cache=settings.use_cache,
+                   continuous_batching=settings.continuous_batching, source=source,
+                   compile=compile_wanted(settings.compile, device, settings.continuous_batching))
 
     @property
     def device(self):
@@ -98,16 +141,31 @@ class HFEngine:
             return out
 
     def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[list[Completion]]:
+        if self.compile:
+            try:
+                return self._generate_padded(batch, params, compiled=True)
+            except torch_oom():
+                raise
+            except Exception as e:  # noqa: BLE001 - a compiler failure must not end the run: generate eagerly
+                self.compile = False
+                warnings.warn(f"compiled decoding failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                              "generating without it (compile: false)", stacklevel=2)
+        return self._generate_padded(batch, params, compiled=False)
+
+    def _generate_padded(self, batch: list[list[int]], params: GenerationParams, *, compiled: bool):
         import torch
 
         width = max(len(ids) for ids in batch)
+        if compiled:
+            width = bucket_width(width)
         input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in batch], device=self.device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=self.device)
         stopping = [StopOnText(self.tokenizer, params.stop, width)] if params.stop else None
+        extra = {"cache_implementation": "static", "compile_config": _compile_config(self.device)} if compiled else {}
         out = self.model.generate(
             input_ids=input_ids, attention_mask=mask, stopping_criteria=stopping,
             generation_config=self._generation_config(params, return_dict_in_generate=True,
-                                                      output_logits=params.logprobs),
+                                                      output_logits=params.logprobs, **extra),
         )
         new = out.sequences[:, width:]
         logprobs = None
@@ -141,29 +199,52 @@ class HFEngine:
         if params.repetition_penalty != 1.0:
             raise OAError("repetition_penalty: not supported with continuous batching",
                           hint="set continuous_batching: false, or repetition_penalty: 1")
+        # each sample its own request: transformers 5.17 returns only the first of num_return_sequences (its
+        # "children" are missing from the results), 5.19 all of them
+        requests = [ids for ids in encoded for _ in range(params.n)]
         cb = dict(seed=params.seed)
         if self.device.type == "cpu":  # transformers would size the cache from all of the machine's memory
             page = 32
-            cb.update(page_size=page, max_batch_tokens=512, num_blocks=params.n * sum(
-                -(-(len(ids) + params.max_new_tokens) // page) for ids in encoded) + 1)
-        config = self._generation_config(params)
+            cb.update(page_size=page, max_batch_tokens=512, num_blocks=sum(
+                -(-(len(ids) + params.max_new_tokens) // page) for ids in requests) + 1)
+        config = self._generation_config(params.model_copy(update={"n": 1}))
         devices = [self.device] if self.device.type == "cuda" else []
         # transformers reseeds the global generator for it: the caller's random state is restored afterwards
         with _plain_generation_config(self.model), torch.random.fork_rng(devices=devices):
             results = list(_inner(self.model).generate_batch(
-                encoded, generation_config=config, continuous_batching_config=ContinuousBatchingConfig(**cb),
+                requests, generation_config=config, continuous_batching_config=ContinuousBatchingConfig(**cb),
                 progress_bar=False).values())
         failed = [r.error for r in results if r.error is not None]
-        if len(results) != len(encoded) * params.n or failed:
-            raise RuntimeError(f"continuous batching returned {len(results)} of {len(encoded) * params.n} "
+        if len(results) != len(requests) or failed:
+            raise RuntimeError(f"continuous batching returned {len(results)} of {len(requests)} "
                                f"sequences{f' ({failed[0]})' if failed else ''}")
         ids = [list(r.generated_tokens) for r in results]
         logprobs = None
         if params.logprobs:
-            logprobs = sequence_logprobs(self.model, [p for p in encoded for _ in range(params.n)], ids,
-                                         batch_size=self.batch_size, pad_id=self.pad_id)
+            logprobs = sequence_logprobs(self.model, requests, ids, batch_size=self.batch_size, pad_id=self.pad_id)
         rows = [self._finish(t, params, logprobs[k] if logprobs else None) for k, t in enumerate(ids)]
         return [rows[k * params.n : (k + 1) * params.n] for k in range(len(encoded))]
+
+
+def bucket_width(width: int) -> int:
+    """The padded prompt width of compiled decoding: the next power of two, at least 64."""
+    return max(64, 1 << (width - 1).bit_length())
+
+
+def torch_oom() -> type[BaseException]:
+    import torch
+
+    return torch.OutOfMemoryError
+
+
+def _compile_config(device: Any):
+    """transformers' default compile settings for decoding (``reduce-overhead``: CUDA graphs), allowed on any
+    device (on CPU it compiles with inductor's C++ backend: the tests use that)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig()
+    config._compile_all_devices = device.type != "cuda"
+    return config
 
 
 class StopOnText:
@@ -279,7 +360,5 @@ def load_hf(settings: HFSettings | None = None, **kwargs) -> HFEngine:
     settings = settings if settings is not None else HFSettings(**kwargs)
     model, tokenizer = load_pretrained(settings, attn_implementation=settings.attn_implementation,
                                        device=settings.device)
-    return HFEngine(model, tokenizer, batch_size=settings.batch_size, use_cache=settings.use_cache,
-                    continuous_batching=settings.continuous_batching,
-                    source=f"the tokenizer in '{tokenizer_path(settings)}'")
+    return HFEngine.from_settings(model, tokenizer, settings, source=f"the tokenizer in '{tokenizer_path(settings)}'")
 

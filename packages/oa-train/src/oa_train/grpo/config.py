@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from oa_core.config import RegistryRef
+from oa_infer.engines.hf import CompiledDecoding
 from oa_train.training.config import LoopConfig
 
 
@@ -44,7 +45,7 @@ class RewardSpec(BaseModel):
         return self.name or self.function
 
 
-class HFRolloutSettings(BaseModel):
+class HFRolloutSettings(CompiledDecoding):
     """Rollouts with transformers' ``generate`` on the model being trained (oa-infer's ``hf`` engine)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -34,9 +34,7 @@ class HFRollout:
         from oa_infer.engines.hf import HFEngine
 
         if self.engine is None or self.engine.model is not net:
-            self.engine = HFEngine(net, self.tokenizer, batch_size=self.settings.batch_size,
-                                   use_cache=self.settings.use_cache,
-                                   continuous_batching=self.settings.continuous_batching, source="the run's tokenizer")
+            self.engine = HFEngine.from_settings(net, self.tokenizer, self.settings, source="the run's tokenizer")
         return self.engine.generate(prompts, params)
 
     def updated(self) -> None:
