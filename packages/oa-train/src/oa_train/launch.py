@@ -85,7 +85,8 @@ def launch(target: list[str], *, num_processes: int, accelerate_config: str | No
            env: dict | None = None) -> int:
     """Run the workers and wait; returns the exit code of ``accelerate launch``. A user error in the workers
     (``OAError``) becomes one :class:`OAError` here (from the lowest rank that had one), without the launcher's
-    report of the failed workers."""
+    report of the failed workers; so does a worker killed by a signal (``kill -9``, the out-of-memory killer),
+    named with its rank, as the launcher's report has it."""
     from oa_cli.main import ERROR_FILE_ENV
 
     cmd = launch_command(target, num_processes=num_processes, accelerate_config=accelerate_config)
@@ -93,11 +94,17 @@ def launch(target: list[str], *, num_processes: int, accelerate_config: str | No
         errors = Path(folder) / "error"
         proc = subprocess.Popen(cmd, env={**(env or launch_env(accelerate_config)), ERROR_FILE_ENV: str(errors)},
                                 stderr=subprocess.PIPE)
-        relay_stderr(proc.stderr, sys.stderr.buffer, lambda: any(Path(folder).glob("error.*")))
+        report = bytearray()
+        relay_stderr(proc.stderr, sys.stderr.buffer, lambda: any(Path(folder).glob("error.*")), report)
         code = proc.wait()
         reported = sorted(Path(folder).glob("error.*"), key=lambda p: int(p.suffix[1:]))
         if reported:
             raise OAError(reported[0].read_text(encoding="utf-8"))
+    killed = killed_worker(bytes(report)) if code else None
+    if killed:
+        rank, signal = killed
+        raise OAError(f"worker rank {rank} was killed ({signal}) and the other workers stopped with it",
+                      hint="checkpoints are written whole or not at all: continue with --resume auto")
     return code
 
 
@@ -105,21 +112,26 @@ LAUNCHER_LOG = re.compile(rb"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ .*torch/distri
 RANK_PREFIX = re.compile(rb"^\[rank\d+\]: ?")
 
 
-def relay_stderr(source, sink, user_error=lambda: False) -> None:
+def relay_stderr(source, sink, user_error=lambda: False, report: bytearray | None = None) -> None:
     """Copy the workers' stderr as it comes (progress bars included), leaving out what torch's launcher reports
-    about failed workers (its log lines, and its ``ChildFailedError`` report, the last thing it prints) and, once
-    a worker has reported a user error (``user_error()``), the tracebacks of the workers that failed with it."""
+    about failed workers (its log lines, and its ``ChildFailedError`` report, the last thing it prints: kept in
+    ``report``) and, once a worker has reported a user error (``user_error()``), the tracebacks of the workers that
+    failed with it."""
+    report = bytearray() if report is None else report
     held: list[bytes] = []  # a traceback block, until we know whose it is
     launcher_report = False
     for line in iter(source.readline, b""):
         if launcher_report:
+            report += line
             continue
         bare = RANK_PREFIX.sub(b"", line)
         if bare.startswith(b"Traceback (most recent call last):") or held:
             held.append(line)
             if bare[:1] not in (b" ", b"T", b"\n", b""):  # the exception line ends the block
                 launcher_report = _is_launcher(held)
-                if not launcher_report and not user_error():
+                if launcher_report:
+                    report += b"".join(held)
+                elif not user_error():
                     sink.write(b"".join(held))
                     sink.flush()
                 held = []
@@ -130,6 +142,25 @@ def relay_stderr(source, sink, user_error=lambda: False) -> None:
     if held and not _is_launcher(held) and not user_error():
         sink.write(b"".join(held))
         sink.flush()
+
+
+ROOT_CAUSE = re.compile(rb"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*-(\d+)", re.S)
+
+
+def killed_worker(report: bytes) -> tuple[int, str] | None:
+    """``(rank, signal name)`` of the worker whose death stopped the run, when a signal killed it (torch's launcher
+    report: its "Root Cause" entry with a negative exit code); None otherwise."""
+    import signal
+
+    found = ROOT_CAUSE.search(report)
+    if not found:
+        return None
+    number = int(found.group(2))
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return int(found.group(1)), name
 
 
 def _is_launcher(block: list[bytes]) -> bool:

@@ -133,6 +133,121 @@ def test_the_relay_keeps_worker_output_and_tracebacks_but_not_the_launchers_repo
                 b"Traceback (most recent call last):\n  File \"/x/accelerate/commands/launch.py\", line 1423, in <module>\n"
                 b"torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n====\noa_cli.main FAILED\n"
                 b"Root Cause (first observed failure):\n  time : 2026\n")
-    out = io.BytesIO()
-    relay_stderr(io.BytesIO(worker + own + launcher), out)
+    out, report = io.BytesIO(), bytearray()
+    relay_stderr(io.BytesIO(worker + own + launcher), out, report=report)
     assert out.getvalue() == worker + own
+    assert report.startswith(b"Traceback") and report.endswith(b"  time : 2026\n")
+
+
+KILLED = b"""torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 10586)  (SIGTERM)
+-------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-30_21:49:55
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 10587)  (SIGKILL)
+  traceback : Signal 9 (SIGKILL) received by PID 10587
+"""
+
+
+def test_the_worker_whose_signal_stopped_the_run_is_read_from_the_launchers_report():
+    from oa_train.launch import killed_worker
+
+    assert killed_worker(KILLED) == (1, "SIGKILL")
+    assert killed_worker(KILLED.replace(b"exitcode  : -9", b"exitcode  : 1")) is None  # failed, not killed
+    assert killed_worker(b"") is None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    from pathlib import Path
+
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        children = [c for c, pp in parent.items() if pp == p]
+        found += children
+        todo += children
+    return found
+
+
+def _worker_of_rank(launcher: int, rank: int) -> int | None:
+    from pathlib import Path
+
+    for pid in _descendants(launcher):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"OA_LAUNCHED=1" in env and f"RANK={rank}".encode() in env:
+            return pid
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [None, "zero3"])
+def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(preset, tmp_path, tiny_model_dir, weights, capfd,
+                                                                     alpaca_seed, repo_root):
+    """SIGKILL to one of two workers once checkpoint 2 exists (DDP, and ZeRO-3 with its sharded checkpoints): every
+    checkpoint left verifies (none half-written), and `--resume auto` ends with the weights and the logged losses
+    of a run that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from oa_train.training.checkpoint import verify
+
+    if preset:
+        pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (./scripts/setup.sh --extra deepspeed)")
+    launch = ["--num-processes", "2"]
+    if preset:
+        launch += ["--accelerate-config", str(repo_root / "examples" / "configs" / "accelerate" / f"{preset}.yaml")]
+    _write_data(tmp_path, alpaca_seed)
+    train = dict(max_steps=30, optimizer="adamw", learning_rate=1e-3, save_steps=1, save_total_limit=3, eval_steps=None)
+    assert main(["train", _config(tmp_path, tiny_model_dir, "whole", batch=1, accumulation=2, **train),
+                 *launch]) == 0, capfd.readouterr().err[-3000:]
+
+    cfg = _config(tmp_path, tiny_model_dir, "killed", batch=1, accumulation=2, **train)
+    out = tmp_path / "killed"
+    with open(tmp_path / "killed.err", "wb") as err:
+        launcher = subprocess.Popen([sys.executable, "-m", "oa_cli.main", "train", cfg, *launch],
+                                    stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline, victim = time.monotonic() + 240, None
+            while victim is None and time.monotonic() < deadline and launcher.poll() is None:
+                if (out / "checkpoints" / "checkpoint-2").is_dir():
+                    victim = _worker_of_rank(launcher.pid, 1)
+                time.sleep(0.02)
+            assert victim is not None, (tmp_path / "killed.err").read_text()[-3000:]
+            os.kill(victim, signal.SIGKILL)
+            code = launcher.wait(timeout=120)
+        finally:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+    assert code == 2 and not (out / "model").exists()  # killed before the end
+    err = (tmp_path / "killed.err").read_text()
+    assert err.rstrip().splitlines()[-1] == ("error: worker rank 1 was killed (SIGKILL) and the other workers "
+                                             "stopped with it (hint: checkpoints are written whole or not at all: "
+                                             "continue with --resume auto)"), err[-2000:]
+    left = sorted(p for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-"))
+    assert left and all(verify(p) is None for p in left)  # only whole checkpoints under their final names
+
+    assert main(["train", cfg, *launch, "--resume", "auto"]) == 0, capfd.readouterr().err[-3000:]
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["resumed_from"] in {str(p) for p in left}
+    whole, resumed = weights(tmp_path / "whole" / "model"), weights(out / "model")
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert (out / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text()

@@ -63,7 +63,9 @@ def load_training_state(accelerator, model, optimizer, scheduler, folder: Path) 
     if sharded(accelerator):
         accelerator.load_state(str(folder))
     else:
-        load_model(accelerator.unwrap_model(model), str(folder / "model.safetensors"), device=str(accelerator.device))
+        device = accelerator.device  # several CPU processes have 'cpu:0', which safetensors refuses
+        load_model(accelerator.unwrap_model(model), str(folder / "model.safetensors"),
+                   device="cpu" if device.type == "cpu" else str(device))
         tensors = load_file(str(folder / "optimizer.safetensors"))
         optimizer.load_state_dict(_join(tensors, _read_json(folder / "optimizer.json")))
     scheduler.load_state_dict(_read_json(folder / "scheduler.json"))
