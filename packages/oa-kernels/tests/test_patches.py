@@ -163,3 +163,24 @@ def test_fused_ce_config_options_reach_the_kernel(device, monkeypatch):
     h, w = torch.randn(5, 32, device=device), model.lm_head.weight.detach()  # the function oa's trainers get
     result.provides["linear_ce"](h, w, torch.arange(5, device=device), reduction="sum")
     assert seen[-1] == {"vocab_parts": 2, "chunk_size": 4}
+
+
+def test_compiled_layers_with_the_kernels_equal_the_eager_model(device):
+    """compile.layers after kernels.all: the decoder layers run compiled (the kernels' references inside, fused by
+    the compiler), the LM head + loss through the fused kernel; loss and gradients equal the plain model's."""
+    import torch._dynamo
+
+    from oa_kernels.regional import compile_layers, decoder_layers
+
+    torch._dynamo.reset()
+
+    def both(model, **_):
+        patches.apply_all(model)
+        return compile_layers(model)
+
+    _compare("llama", both, device)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    model = _model("llama")
+    assert [type(m).__name__ for m in decoder_layers(model)] == ["LlamaDecoderLayer"] * 2
+    assert compile_layers(model).description == "2 LlamaDecoderLayer layers compiled (torch.compile, regional)"
+    assert not compile_layers(torch.nn.Linear(2, 2)).applied  # nothing to compile: said, not silently skipped

@@ -33,11 +33,20 @@ def _lazy(function_name: str):
     return apply
 
 
+def _compile_layers(model, **options):
+    from oa_kernels.regional import compile_layers
+
+    return compile_layers(model, **options)
+
+
 @hookimpl
 def register_model_patches(register):
     for name, (function_name, kernel, description) in PATCHES.items():
         arch = architectures.BY_KERNEL.get(kernel, architectures.ANY)
         register(name, ModelPatch(apply=_lazy(function_name), architectures=arch, description=description))
+    register("compile.layers", ModelPatch(
+        apply=_compile_layers, description="torch.compile of every decoder layer (regional compilation; oa's "
+        "kernels step aside inside it, the fused LM head + loss stays)"))
 
 
 @hookimpl
