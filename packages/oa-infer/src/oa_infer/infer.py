@@ -116,6 +116,39 @@ def generate_into(engine: Any, items: Sequence[Item], params: GenerationParams, 
                   settings: dict[str, Any], *, chunk_size: int = 64, progress: bool | None = None) -> Summary:
     """Generate the records of ``items`` that ``output`` does not have yet, ``chunk_size`` at a time in input
     order, each chunk appended durably."""
+
+    def rows_for(chunk: Sequence[Item]) -> tuple[list[dict], int]:
+        rows, tokens = [], 0
+        for it, completions in zip(chunk, engine.generate([it.prompt for it in chunk], params), strict=True):
+            row = {"index": it.index, "id": it.id, "source": it.source, "prompt": it.prompt}
+            if it.reference is not None:
+                row["reference"] = it.reference
+            rows.append(row | {"completions": [completion_dict(c) for c in completions], "settings": settings})
+            tokens += sum(c.tokens for c in completions)
+        return rows, tokens
+
+    return _fill(output, items, settings, rows_for, chunk_size=chunk_size, progress=progress)
+
+
+def score_into(model: Any, tokenizer: Any, items: Sequence[Item], output: str | Path, settings: dict[str, Any], *,
+               batch_size: int = 8, chunk_size: int = 64, progress: bool | None = None) -> Summary:
+    """Score the records of ``items`` that ``output`` does not have yet (see :func:`oa_infer.scoring.score`)."""
+    from oa_infer.scoring import score
+
+    def rows_for(chunk: Sequence[Item]) -> tuple[list[dict], int]:
+        scores = iter(score(model, tokenizer, [seq for it in chunk for _, seq in it.inputs], batch_size))
+        return [{"index": it.index, "id": it.id, "source": it.source, "inputs": dict(it.inputs),
+                 "scores": {name: next(scores).to_dict() for name, _ in it.inputs}, "settings": settings}
+                for it in chunk], 0
+
+    return _fill(output, items, settings, rows_for, chunk_size=chunk_size, progress=progress)
+
+
+def _fill(output: str | Path, items: Sequence[Item], settings: dict[str, Any], rows_for, *, chunk_size: int,
+          progress: bool | None) -> Summary:
+    """Append to ``output`` the rows ``rows_for(chunk) -> (rows, tokens)`` makes of the items it does not have
+    yet, ``chunk_size`` items at a time in input order, each chunk durably, behind a progress bar (tokens/s when
+    there are tokens)."""
     start = time.perf_counter()
     tokens = new = 0
     with Journal(output) as journal:
@@ -124,46 +157,13 @@ def generate_into(engine: Any, items: Sequence[Item], params: GenerationParams, 
         todo = [it for it in items if it.index not in journal.done]
         with _progress(len(items), earlier, Path(output).name, progress) as bar:
             for at in range(0, len(todo), chunk_size):
-                chunk = todo[at : at + chunk_size]
-                results = engine.generate([it.prompt for it in chunk], params)
-                rows = []
-                for it, completions in zip(chunk, results, strict=True):
-                    row = {"index": it.index, "id": it.id, "source": it.source, "prompt": it.prompt}
-                    if it.reference is not None:
-                        row["reference"] = it.reference
-                    row |= {"completions": [completion_dict(c) for c in completions], "settings": settings}
-                    rows.append(row)
-                    tokens += sum(c.tokens for c in completions)
+                rows, made = rows_for(todo[at : at + chunk_size])
                 journal.append(rows)
-                new += len(rows)
+                new, tokens = new + len(rows), tokens + made
                 bar.update(len(rows))
-                bar.set_postfix_str(f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f} tok/s")
+                if tokens:
+                    bar.set_postfix_str(f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f} tok/s")
         return Summary(Path(output), len(journal.done), new, earlier, tokens, time.perf_counter() - start)
-
-
-def score_into(model: Any, tokenizer: Any, items: Sequence[Item], output: str | Path, settings: dict[str, Any], *,
-               batch_size: int = 8, chunk_size: int = 64, progress: bool | None = None) -> Summary:
-    """Score the records of ``items`` that ``output`` does not have yet (see :func:`oa_infer.scoring.score`)."""
-    from oa_infer.scoring import score
-
-    start = time.perf_counter()
-    new = 0
-    with Journal(output) as journal:
-        check_resumable(journal, items, settings)
-        earlier = len(journal.done)
-        todo = [it for it in items if it.index not in journal.done]
-        with _progress(len(items), earlier, Path(output).name, progress) as bar:
-            for at in range(0, len(todo), chunk_size):
-                chunk = todo[at : at + chunk_size]
-                flat = [seq for it in chunk for _, seq in it.inputs]
-                scores = iter(score(model, tokenizer, flat, batch_size))
-                rows = [{"index": it.index, "id": it.id, "source": it.source, "inputs": dict(it.inputs),
-                         "scores": {name: next(scores).to_dict() for name, _ in it.inputs}, "settings": settings}
-                        for it in chunk]
-                journal.append(rows)
-                new += len(rows)
-                bar.update(len(rows))
-        return Summary(Path(output), len(journal.done), new, earlier, 0, time.perf_counter() - start)
 
 
 def run_settings(config: InferConfig, settings: Any, spec: GenerationParams | None = None) -> dict[str, Any]:
