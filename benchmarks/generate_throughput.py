@@ -41,27 +41,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_throughput import device_name, ensure_plugins, versions  # noqa: E402
+import common  # noqa: E402
+from common import device_name, ensure_plugins  # noqa: E402
 
 VARIANTS = ("plain-generate", "plain-batched", "plain-static", "oa-hf", "oa-hf-eager")
 ALPACA = ROOT / "examples/data/alpaca-seed/seed_tasks_alpaca.jsonl"
 TOKENIZER = ROOT / "assets/tokenizers/llama2-sp"
 
-MODEL_CONFIGS = {
-    # Llama-3.2-1B's shape (hidden 2048, 16 layers, 32/8 heads, MLP 8192, tied, vocabulary 128256)
-    "full": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-             "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256},
-    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 32002},
-}
-
 
 def model_config(size: str) -> dict:
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu", "bos_token_id": 1,
-            "eos_token_id": 2, "tie_word_embeddings": True, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
-            "rope_parameters": {"rope_theta": 500000.0, "rope_type": "default"}, "initializer_range": 0.02,
-            "attention_dropout": 0.0, "attention_bias": False, "mlp_bias": False, "use_cache": True,
-            **MODEL_CONFIGS[size]}
+    """Llama-3.2-1B's shape ("full"); tiny: the tokenizer's 32000 tokens and ChatML's two."""
+    return common.llama_config(size, vocab_size=128256 if size == "full" else 32002, use_cache=True)
 
 
 # ---------------------------------------------------------------- pure helpers (tested on CPU)
@@ -203,7 +193,7 @@ def measure(args) -> dict:
 
 
 def render(report: dict) -> str:
-    lines = [f"{report['date']}; {report['device']}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+    lines = [common.header(report),
              "", f"{report['args']['prompts_used']} prompts ({report['prompt_tokens']} tokens), greedy, "
              f"max_new_tokens {report['args']['max_new_tokens']}, {report['args']['dtype']}",
              "", "| variant | batch | generated tokens | seconds | tokens/s | first run (compiling), s |",
@@ -229,30 +219,21 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch", type=int, default=None, help="prompts per generate call (plain-batched, oa-hf)")
     p.add_argument("--repeats", type=int, default=None, help="runs per variant; the fastest counts")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    common.device_args(p, mixed_precision=False)
     p.add_argument("--attn", default="sdpa")
     args = p.parse_args(argv)
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    common.device_defaults(args)
     tiny = args.tiny
     args.prompts = args.prompts or (12 if tiny else 128)
     args.max_new_tokens = args.max_new_tokens or (8 if tiny else 128)
     args.batch = args.batch or (4 if tiny else 32)
     args.repeats = args.repeats or 1
-    args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
     measured = measure(args)
     args.prompts_used = measured["results"][next(iter(measured["results"]))]["prompts"] if measured["results"] else 0
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions(), "args": vars(args),
-              "device": device_name(args.device), **measured, "ratios": ratios(measured["results"])}
+    report = common.new_report(args, device=device_name(args.device), **measured, ratios=ratios(measured["results"]))
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
-    (work / "generate_throughput.json").write_text(json.dumps(report, indent=1, default=str))
-    table = render(report)
-    (work / "generate_throughput.md").write_text(table + "\n")
-    print(table)
+    common.write_report(work, "generate_throughput", report, render)
     return 0
 
 

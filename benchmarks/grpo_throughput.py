@@ -38,18 +38,16 @@ the TRL variant of the same standing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dpo_throughput import Meter, model_config, summarize  # noqa: E402
-from sft_throughput import device_name, ensure_plugins, versions  # noqa: E402
+import common  # noqa: E402
+from common import Meter, device_name, summarize  # noqa: E402
+from common import llama_config as model_config  # noqa: E402
 
 VARIANTS = ("trl", "trl-best", "oa", "oa-eager", "oa-best")
 GOALS = {"step": 0.5, "memory": 1.0}
@@ -85,8 +83,6 @@ def check_losses(first: dict[str, float | None]) -> list[str]:
 
 
 def write_run_config(work: Path, args, variant: str) -> Path:
-    import yaml
-
     model = {"path": str(work / "model-config"), "random_init": True, "dtype": args.dtype}
     attn = args.attn if variant.startswith("trl") else args.oa_attn
     if attn != "default":  # default: no attn_implementation in the config, oa picks
@@ -111,9 +107,7 @@ def write_run_config(work: Path, args, variant: str) -> Path:
                   "hf": {"batch_size": group, "continuous_batching": variant == "oa-best",
                          **({"compile": False} if variant == "oa-eager" else {})}},
     }
-    path = work / f"{variant}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return common.write_yaml(work / f"{variant}.yaml", cfg)
 
 
 def run_oa(args, work: Path, variant: str) -> dict:
@@ -154,7 +148,6 @@ def run_trl(args, work: Path, variant: str) -> dict:
     import datasets
     import torch
     import trl
-    from transformers import TrainerCallback
     from transformers.trainer_utils import set_seed
 
     from oa_core.config import load_config
@@ -182,95 +175,49 @@ def run_trl(args, work: Path, variant: str) -> dict:
             return [prompt_ids[p] for p in prompts], None, {}  # oa-data's token ids, the ones oa generates from
 
     grpo_args = trl.GRPOConfig(
-        output_dir=str(work / f"run-{variant}"), max_steps=args.steps,
-        per_device_train_batch_size=args.prompts * args.group, gradient_accumulation_steps=1,
+        output_dir=str(work / f"run-{variant}"), per_device_train_batch_size=args.prompts * args.group,
         num_generations=args.group, max_completion_length=args.max_completion_length, temperature=1.0,
-        loss_type="dapo", beta=0.0, epsilon=0.2, learning_rate=1e-6, lr_scheduler_type="cosine", warmup_steps=0,
-        weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", logging_steps=1, save_strategy="no",
-        report_to="none", seed=cfg.seed, gradient_checkpointing=False, bf16=args.mixed_precision == "bf16",
-        use_cpu=args.device == "cpu", dataloader_num_workers=0, disable_tqdm=True,
-        use_transformers_continuous_batching=variant == "trl-best")
+        loss_type="dapo", beta=0.0, epsilon=0.2, learning_rate=1e-6,
+        use_transformers_continuous_batching=variant == "trl-best", **common.trl_args(args, cfg.seed))
     t0 = time.perf_counter()
     trainer = PreTokenized(model=model, reward_funcs=gsm8k, args=grpo_args, train_dataset=train,
                            processing_class=tokenizer)
     setup_s = time.perf_counter() - t0
     meter = Meter(model, torch.device(args.device))
-
-    class Timer(TrainerCallback):
-        def on_train_begin(self, a, state, control, **kw):
-            meter.start()
-
-        def on_step_end(self, a, state, control, **kw):
-            meter.step(None)
-
-        def on_log(self, a, state, control, logs=None, **kw):
-            if logs and "loss" in logs and meter.steps:
-                meter.steps[-1]["loss"] = float(logs["loss"])
-                length = logs.get("completions/mean_length")
-                meter.steps[-1]["completion_length"] = None if length is None else float(length)
-
-    trainer.add_callback(Timer())
+    trainer.add_callback(common.timer(meter, completion_length="completions/mean_length"))
     trainer.train()
     meter.handle.remove()
     return {"steps": meter.steps, "prompts": len(train), "setup_s": setup_s}
 
 
-def one_variant(args) -> None:
-    import torch
-
-    ensure_plugins()
-    work = Path(args.out)
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    res = run_trl(args, work, args.variant) if args.variant.startswith("trl") else run_oa(args, work, args.variant)
-    res["wall_s"] = time.perf_counter() - t0
-    if args.device == "cuda":
-        res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        res["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
-    Path(args.result).write_text(json.dumps(res, default=str))
-
-
 def driver(args) -> int:
-    work = Path(args.out).resolve()
-    (work / "model-config").mkdir(parents=True, exist_ok=True)
     size = "tiny" if args.tiny else "full"
-    (work / "model-config" / "config.json").write_text(json.dumps(model_config(size), indent=1))
-    results, env = {}, dict(os.environ, PYTHONUNBUFFERED="1")
+    work = common.workdir(args.out, model_config(size))
+    results = {}
     for variant in [v for v in args.variants.split(",") if v]:
         result = work / f"result-{variant}.json"
         result.unlink(missing_ok=True)
-        cmd = [sys.executable, __file__, "--variant", variant, "--result", str(result), "--out", str(work),
-               "--steps", str(args.steps), "--prompts", str(args.prompts), "--group", str(args.group),
-               "--max-completion-length", str(args.max_completion_length), "--device", args.device,
-               "--dtype", args.dtype, "--mixed-precision", args.mixed_precision, "--attn", args.attn,
-               "--oa-attn", args.oa_attn, "--patches", args.patches]
-        print(f"== {variant}: {' '.join(cmd[2:])}", flush=True)
-        proc = subprocess.run(cmd, env=env)
-        if proc.returncode != 0 or not result.exists():
-            print(f"!! {variant} failed (exit {proc.returncode})", flush=True)
-            results[variant] = {"failed": proc.returncode}
-            continue
-        res = json.loads(result.read_text())
-        res.update(summarize(res["steps"], args.warmup))
-        lengths = [s["completion_length"] for s in res["steps"] if s.get("completion_length") is not None]
-        res["completion_length_mean"] = sum(lengths) / len(lengths) if lengths else None
+        res = common.run_variant(__file__, variant, result, [
+            "--out", str(work), "--steps", str(args.steps), "--prompts", str(args.prompts), "--group", str(args.group),
+            "--max-completion-length", str(args.max_completion_length), "--device", args.device,
+            "--dtype", args.dtype, "--mixed-precision", args.mixed_precision, "--attn", args.attn,
+            "--oa-attn", args.oa_attn, "--patches", args.patches])
         results[variant] = res
-        print(f"   {variant}: median step {res['step_ms_median']:.1f} ms", flush=True)
+        if "failed" not in res:
+            res.update(summarize(res["steps"], args.warmup))
+            lengths = [s["completion_length"] for s in res["steps"] if s.get("completion_length") is not None]
+            res["completion_length_mean"] = sum(lengths) / len(lengths) if lengths else None
+            print(f"   {variant}: median step {res['step_ms_median']:.1f} ms", flush=True)
     ok = {v: r for v, r in results.items() if "failed" not in r}
     first = {v: r["steps"][0]["loss"] for v, r in ok.items() if r["steps"]}
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions(), "args": vars(args),
-              "model_config": model_config(size), "device": device_name(args.device), "results": results,
-              "goals": goals(ok), "loss_check": check_losses(first) if ok else ["no variant ran"]}
-    (work / "grpo_throughput.json").write_text(json.dumps(report, indent=1, default=str))
-    table = render(report)
-    (work / "grpo_throughput.md").write_text(table + "\n")
-    print(table)
+    report = common.new_report(args, model_config=model_config(size), device=device_name(args.device), results=results,
+                               goals=goals(ok), loss_check=check_losses(first) if ok else ["no variant ran"])
+    common.write_report(work, "grpo_throughput", report, render)
     return 0 if len(ok) == len(results) and not report["loss_check"] else 1
 
 
 def render(report: dict) -> str:
-    lines = [f"{report['date']}; {report['device']}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+    lines = [common.header(report),
              "", "| variant | completions/step | completion tokens (mean) | tokens/step | step ms (median / mean) | "
              "tokens/s | peak GiB (alloc / reserved) | set-up s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     args = report["args"]
@@ -278,14 +225,12 @@ def render(report: dict) -> str:
         if "failed" in r:
             lines.append(f"| {name} | failed (exit {r['failed']}) |")
             continue
-        peak = f"{r['peak_gib']:.2f} / {r['peak_reserved_gib']:.2f}" if "peak_gib" in r else "n/a"
         length = "n/a" if r.get("completion_length_mean") is None else f"{r['completion_length_mean']:.1f}"
         lines.append(f"| {name} | {args['prompts'] * args['group']} | {length} | {r['tokens_per_step']:.0f} | "
-                     f"{r['step_ms_median']:.1f} / {r['step_ms_mean']:.1f} | {r['tokens_per_s']:.0f} | {peak} | "
+                     f"{r['step_ms_median']:.1f} / {r['step_ms_mean']:.1f} | {r['tokens_per_s']:.0f} | {common.peak(r)} | "
                      f"{r['setup_s']:.1f} |")
     lines.append("")
-    for g in report["goals"]:
-        lines.append(f"- {g['name']}: {g['ratio']:.2f}x (goal <= {g['goal']}x: {'met' if g['met'] else 'NOT met'})")
+    lines += common.goal_lines(report["goals"])
     lines.append("- step-1 loss check: " + ("; ".join(report["loss_check"]) or "ok (every variant finite)"))
     return "\n".join(lines)
 
@@ -300,9 +245,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=None, help="prompts per optimizer step")
     p.add_argument("--group", type=int, default=None, help="completions per prompt (num_generations)")
     p.add_argument("--max-completion-length", type=int, default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--mixed-precision", default=None)
+    common.device_args(p)
     p.add_argument("--attn", default="sdpa", help="attention of the TRL variants (and of oa's unless --oa-attn)")
     p.add_argument("--oa-attn", default=None, help="attention of the oa variants ('default': oa's own choice)")
     p.add_argument("--patches", default=None, help="oa's model patches, comma-separated ('default', the default on "
@@ -310,23 +253,18 @@ def main(argv=None) -> int:
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    common.device_defaults(args)
     tiny = args.tiny
     args.steps = args.steps or (3 if tiny else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if tiny else 2)
     args.prompts = args.prompts or (2 if tiny else 4)
     args.group = args.group or (4 if tiny else 8)
     args.max_completion_length = args.max_completion_length or (8 if tiny else 256)
-    args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
-    args.mixed_precision = args.mixed_precision or ("no" if args.device == "cpu" else "bf16")
     args.oa_attn = args.oa_attn or args.attn
     if args.patches is None:
         args.patches = "default" if args.device == "cuda" else ""
     if args.variant:
-        one_variant(args)
+        common.one_variant(args, run_trl if args.variant.startswith("trl") else run_oa)
         return 0
     return driver(args)
 

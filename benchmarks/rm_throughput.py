@@ -28,38 +28,23 @@ attention over the real tokens, 989 TFLOP/s bf16 dense peak of an H100/H200); N 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_throughput import H100_BF16_PEAK, attention_flops, device_name, ensure_plugins, summarize, versions  # noqa: E402
+import common  # noqa: E402
+from common import H100_BF16_PEAK, attention_flops, device_name, summarize_mfu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("oa", "trl", "oa-padded")
 DATA = ROOT / "examples/data/hh-rlhf/harmless-base-test-300.jsonl.gz"
 
-MODEL_CONFIGS = {
-    # Llama-3.2-1B's shape with a 32000-token vocabulary (assets/tokenizers/llama2-sp)
-    "full": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-             "num_key_value_heads": 8, "head_dim": 64},
-    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "head_dim": 16},
-}
-
 
 def model_config(size: str) -> dict:
-    return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu", "vocab_size": 32000,
-        "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True, "max_position_embeddings": 131072,
-        "rms_norm_eps": 1e-5, "rope_parameters": {"rope_theta": 500000.0, "rope_type": "default"},
-        "initializer_range": 0.02, "attention_dropout": 0.0, "attention_bias": False, "mlp_bias": False,
-        "use_cache": False, **MODEL_CONFIGS[size],
-    }
+    """Llama-3.2-1B's shape ("full") with a 32000-token vocabulary (assets/tokenizers/llama2-sp)."""
+    return common.llama_config(size, vocab_size=32000, max_position_embeddings=131072)
 
 
 # ---------------------------------------------------------------- pure helpers (tested on CPU)
@@ -85,19 +70,16 @@ def check_losses(first: dict[str, float], tol: float = 0.25) -> list[str]:
 # ---------------------------------------------------------------- measurement
 
 
-class Meter:
+class Meter(common.Meter):
     """Counts each training forward's real tokens and padded positions (pre-hook) and times each optimizer step."""
 
     def __init__(self, model, device):
-        import torch
-
-        self.torch, self.device, self.model = torch, device, model
+        super().__init__(model, device)
+        self.model = model
         cfg = model.config
         self.heads, self.layers = cfg.num_attention_heads, cfg.num_hidden_layers
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
         self.pending: list[tuple[int, int, float]] = []  # (real tokens, positions, sum over real tokens of pos+1)
-        self.steps: list[dict] = []
-        self.handle = model.register_forward_pre_hook(self.hook, with_kwargs=True)
 
     def hook(self, module, args, kwargs):
         if not module.training:
@@ -112,32 +94,19 @@ class Meter:
             lengths = self.torch.tensor([b - a for a, b in zip(starts, starts[1:], strict=False)], dtype=self.torch.float64)
         self.pending.append((int(lengths.sum()), ids.numel(), float((lengths * (lengths + 1) / 2).sum())))
 
+    def counts(self) -> dict:
+        tokens, positions, pos_sum = (sum(p[i] for p in self.pending) for i in range(3))
+        self.pending = []
+        return {"tokens": tokens, "positions": positions, "supervised": 0,
+                "attn_flops": attention_flops(pos_sum, self.layers, self.heads, self.head_dim)}
+
     def params(self) -> dict:
         m = self.model
         total = sum(p.numel() for p in {id(p): p for p in m.parameters()}.values())
         return {"n_params": total, "n_matmul": total - m.get_input_embeddings().weight.numel()}
 
-    def start(self):
-        self.sync()
-        self.t0 = time.perf_counter()
-
-    def sync(self):
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-
-    def step(self, loss: float | None):
-        self.sync()
-        now = time.perf_counter()
-        tokens, positions, pos_sum = (sum(p[i] for p in self.pending) for i in range(3))
-        self.steps.append({"seconds": now - self.t0, "tokens": tokens, "positions": positions, "supervised": 0,
-                           "attn_flops": attention_flops(pos_sum, self.layers, self.heads, self.head_dim), "loss": loss})
-        self.pending = []
-        self.t0 = time.perf_counter()
-
 
 def write_run_config(work: Path, args, variant: str) -> Path:
-    import yaml
-
     model = {"path": str(work / "model-config"), "type": "seq_cls", "random_init": True, "dtype": args.dtype}
     attn = args.attn if variant == "trl" else args.oa_attn
     if attn != "default":  # default: no attn_implementation in the config, oa picks (flex for packed rows on a GPU)
@@ -155,9 +124,7 @@ def write_run_config(work: Path, args, variant: str) -> Path:
                   "save_steps": None, "mixed_precision": args.mixed_precision, "gradient_checkpointing": False,
                   "padding_free": variant != "oa-padded"},
     }
-    path = work / f"{variant}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return common.write_yaml(work / f"{variant}.yaml", cfg)
 
 
 def run_oa(args, work: Path, variant: str) -> dict:
@@ -184,107 +151,65 @@ def run_oa(args, work: Path, variant: str) -> dict:
     return {**objective.meter.params(), "steps": objective.meter.steps, "rows": objective.rows}
 
 
-def run_trl(args, work: Path) -> dict:
+def run_trl(args, work: Path, variant: str) -> dict:
     import torch
     import trl
     from datasets import Dataset
-    from transformers import TrainerCallback
     from transformers.trainer_utils import set_seed
 
     from oa_core.config import load_config
     from oa_data.ranking import prepare_ranking
     from oa_train.model import prepare_model
 
-    cfg = load_config(write_run_config(work, args, "trl")).config
+    cfg = load_config(write_run_config(work, args, variant)).config
     set_seed(cfg.seed)  # as oa's loop does before building the model: the same initial weights
     prepared = prepare_model(cfg, num_labels=1, show_table=False)
     model, tokenizer = prepared.model, prepared.tokenizer.tokenizer
     train = Dataset.from_list(trl_rows(prepare_ranking(cfg, prepared.tokenizer, progress=False).rows))
     meter = Meter(model, torch.device(args.device))
-
-    class Timer(TrainerCallback):
-        def on_train_begin(self, a, state, control, **kw):
-            meter.start()
-
-        def on_step_end(self, a, state, control, **kw):
-            meter.step(None)
-
-        def on_log(self, a, state, control, logs=None, **kw):
-            if logs and "loss" in logs and meter.steps:
-                meter.steps[-1]["loss"] = float(logs["loss"])
-
     config = trl.RewardConfig(
-        output_dir=str(work / "run-trl"), max_steps=args.steps, per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1, learning_rate=1e-5, lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, optim="adamw_torch", logging_steps=1, save_strategy="no", report_to="none", seed=cfg.seed,
-        gradient_checkpointing=False, max_length=args.max_length, center_rewards_coefficient=None,
-        dataloader_num_workers=0, bf16=args.mixed_precision == "bf16", use_cpu=args.device == "cpu", disable_tqdm=True)
+        output_dir=str(work / "run-trl"), per_device_train_batch_size=args.batch, learning_rate=1e-5,
+        max_length=args.max_length, center_rewards_coefficient=None, **common.trl_args(args, cfg.seed))
     trainer = trl.RewardTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer,
-                                callbacks=[Timer()])
+                                callbacks=[common.timer(meter)])
     rows = len(trainer.train_dataset)
     trainer.train()
     meter.handle.remove()
     return {**meter.params(), "steps": meter.steps, "rows": rows}
 
 
-def one_variant(args) -> None:
-    import torch
-
-    ensure_plugins()
-    work = Path(args.out)
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    res = run_trl(args, work) if args.variant == "trl" else run_oa(args, work, args.variant)
-    res["wall_s"] = time.perf_counter() - t0
-    if args.device == "cuda":
-        res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        res["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
-    Path(args.result).write_text(json.dumps(res, default=str))
-
-
 def driver(args) -> int:
-    work = Path(args.out).resolve()
-    (work / "model-config").mkdir(parents=True, exist_ok=True)
     size = "tiny" if args.tiny else "full"
-    (work / "model-config" / "config.json").write_text(json.dumps(model_config(size), indent=1))
+    work = common.workdir(args.out, model_config(size))
     results = []
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     for variant in [v for v in args.variants.split(",") if v]:
         result = work / f"result-{len(results)}.json"
-        cmd = [sys.executable, __file__, "--variant", variant, "--result", str(result), "--out", str(work),
-               "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length),
-               "--device", args.device, "--dtype", args.dtype, "--mixed-precision", args.mixed_precision,
-               "--attn", args.attn, "--oa-attn", args.oa_attn, "--data", str(args.data)]
-        print(f"== {variant}: {' '.join(cmd[2:])}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env)
-        if proc.returncode != 0 or not result.exists():
-            print(f"!! {variant} failed (exit {proc.returncode})", flush=True)
-            results.append({"variant": variant, "failed": proc.returncode})
+        res = common.run_variant(__file__, variant, result, [
+            "--out", str(work), "--steps", str(args.steps), "--batch", str(args.batch),
+            "--max-length", str(args.max_length), "--device", args.device, "--dtype", args.dtype,
+            "--mixed-precision", args.mixed_precision, "--attn", args.attn, "--oa-attn", args.oa_attn,
+            "--data", str(args.data)])
+        if "failed" in res:
+            results.append({"variant": variant, **res})
             continue
-        res = json.loads(result.read_text())
         res["variant"] = variant
-        res["summary"] = summarize(res["steps"], args.warmup, res["n_matmul"],
-                                   H100_BF16_PEAK if args.device == "cuda" else float("nan"))
+        res["summary"] = summarize_mfu(res["steps"], args.warmup, res["n_matmul"],
+                                       H100_BF16_PEAK if args.device == "cuda" else float("nan"))
         kept = res["steps"][args.warmup:]
         res["summary"]["padding_share"] = 1 - sum(s["tokens"] for s in kept) / sum(s["positions"] for s in kept)
         print(f"   {variant}: {time.perf_counter() - t0:.0f} s, {res['summary']['tokens_per_s']:.0f} tokens/s", flush=True)
         results.append(res)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions(), "args": vars(args),
-              "model_config": model_config(size), "device": device_name(args.device), "results": results}
+    report = common.new_report(args, model_config=model_config(size), device=device_name(args.device), results=results)
     ok = [r for r in results if "summary" in r]
     first = {r["variant"]: r["steps"][0]["loss"] for r in ok if r["steps"] and r["steps"][0]["loss"] is not None}
     report["loss_check"] = check_losses(first) if ok else ["no variant ran"]
-    (work / "rm_throughput.json").write_text(json.dumps(report, indent=1, default=str))
-    table = render(report)
-    (work / "rm_throughput.md").write_text(table + "\n")
-    print(table)
+    common.write_report(work, "rm_throughput", report, render)
     return 0 if len(ok) == len(results) and not report["loss_check"] else 1
 
 
 def render(report: dict) -> str:
-    lines = [f"{report['date']}; {report['device']}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+    lines = [common.header(report),
              "", "| variant | pairs | real tokens/step | padding | step ms (mean / median) | tokens/s | "
              "peak GiB (alloc / reserved) | TFLOP/s | MFU | loss step 1 / last |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -294,12 +219,9 @@ def render(report: dict) -> str:
             lines.append(f"| {r['variant']} | failed (exit {r['failed']}) |")
             continue
         s = r["summary"]
-        peak = f"{r['peak_gib']:.2f} / {r['peak_reserved_gib']:.2f}" if "peak_gib" in r else "n/a"
-        losses = [x["loss"] for x in r["steps"] if x["loss"] is not None]
-        loss = f"{losses[0]:.3f} / {losses[-1]:.3f}" if losses else "n/a"
         lines.append(f"| {r['variant']} | {r['rows']} | {s['tokens_per_step']:.0f} | {100 * s['padding_share']:.1f}% | "
-                     f"{s['step_ms_mean']:.1f} / {s['step_ms_median']:.1f} | {s['tokens_per_s']:.0f} | {peak} | "
-                     f"{s['tflops_per_s']:.1f} | {100 * s['mfu']:.1f}% | {loss} |")
+                     f"{s['step_ms_mean']:.1f} / {s['step_ms_median']:.1f} | {s['tokens_per_s']:.0f} | {common.peak(r)} | "
+                     f"{s['tflops_per_s']:.1f} | {100 * s['mfu']:.1f}% | {common.first_last_loss(r['steps'], 3)} |")
     trl_run = next((r for r in ok if r["variant"] == "trl"), None)
     if trl_run:
         lines.append("")
@@ -324,26 +246,19 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=None, help="steps dropped from the averages")
     p.add_argument("--batch", type=int, default=8, help="pairs per optimizer step")
     p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--mixed-precision", default=None)
+    common.device_args(p)
     p.add_argument("--attn", default="sdpa", help="attention of the TRL variant (and of oa's unless --oa-attn)")
     p.add_argument("--oa-attn", default=None, help="attention of the oa variants ('default': oa's own choice)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    common.device_defaults(args)
     args.oa_attn = args.oa_attn or args.attn
     args.steps = args.steps or (6 if args.tiny else 60)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.tiny else 10)
     args.max_length = args.max_length or (256 if args.tiny else 1024)
-    args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
-    args.mixed_precision = args.mixed_precision or ("no" if args.device == "cpu" else "bf16")
     if args.variant:
-        one_variant(args)
+        common.one_variant(args, run_trl if args.variant == "trl" else run_oa)
         return 0
     return driver(args)
 

@@ -68,12 +68,14 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import H100_BF16_PEAK, attention_flops, device_name  # noqa: E402
+from common import summarize_mfu as summarize  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-H100_BF16_PEAK = 989e12  # also the H200's
 VARIANTS = ("oa", "trl", "oa+kernels")
 BASES = ("oa-default", "oa", "oa+kernels", "trl", "trl+liger")
-PLUGINS = {"data": "oa_data.plugin", "oasst": "oa_oasst.plugin", "train": "oa_train.plugin", "infer": "oa_infer.plugin",
-           "kernels": "oa_kernels.plugin"}
 
 MODEL_CONFIGS = {
     # Qwen2.5-0.5B's shape with a 32000-token vocabulary (assets/tokenizers/llama2-sp)
@@ -111,33 +113,9 @@ def parse_variant(variant: str, attn: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- pure helpers (tested on CPU)
 
 
-def attention_flops(position_sum: float, layers: int, heads: int, head_dim: int) -> float:
-    """Causal attention matrix products of one training step: ``position_sum`` = sum over tokens of (position+1)."""
-    return 12.0 * layers * heads * head_dim * position_sum
-
-
 def matmul_params(total: int, embedding: int, vocab: int, hidden: int, tied: bool) -> int:
     """Parameters that take part in matrix products: all but the input embedding, the tied LM head counted once."""
     return total - embedding + (vocab * hidden if tied else 0)
-
-
-def summarize(steps: list[dict], warmup: int, n_params: int, peak_flops: float = H100_BF16_PEAK) -> dict:
-    """Throughput over the steps after ``warmup``; each step has seconds, tokens, supervised, attn_flops."""
-    kept = [s for s in steps[warmup:] if not s.get("profiled")]
-    if not kept:
-        raise ValueError(f"no steps after {warmup} warm-up steps (have {len(steps)})")
-    secs = sum(s["seconds"] for s in kept)
-    tokens = sum(s["tokens"] for s in kept)
-    sup = sum(s["supervised"] for s in kept)
-    flops = 6.0 * n_params * tokens + sum(s["attn_flops"] for s in kept)
-    times = sorted(s["seconds"] for s in kept)
-    return {
-        "measured_steps": len(kept), "seconds": secs, "tokens": tokens, "supervised": sup,
-        "tokens_per_s": tokens / secs, "supervised_per_s": sup / secs,
-        "step_ms_mean": 1e3 * secs / len(kept), "step_ms_median": 1e3 * times[len(times) // 2],
-        "tokens_per_step": tokens / len(kept), "tflops_per_s": flops / secs / 1e12, "mfu": flops / secs / peak_flops,
-        "attn_share": sum(s["attn_flops"] for s in kept) / flops,
-    }
 
 
 def check_losses(first: dict[str, float], vocab: int, tol: float = 0.15) -> list[str]:
@@ -196,22 +174,6 @@ def top_kernels(kernels: list[tuple[str, float, float]], steps: int, n: int = 12
     for name, start, end in kernels:
         total[name] = total.get(name, 0.0) + end - start
     return [(name[:90], us / steps / 1e3) for name, us in sorted(total.items(), key=lambda kv: -kv[1])[:n]]
-
-
-# ---------------------------------------------------------------- plugins without installed entry points
-
-
-def ensure_plugins() -> None:
-    """Register oa's plugins when they run from source (PYTHONPATH) without installed entry points."""
-    from oa_core import plugins
-
-    pm = plugins.get_plugin_manager()
-    import importlib
-
-    for name, module in PLUGINS.items():
-        if name not in pm.providers:
-            pm.register(importlib.import_module(module), name, plugins.Provider(name, module, "source"))
-    plugins.get_registry.cache_clear()
 
 
 # ---------------------------------------------------------------- measurement
@@ -330,8 +292,6 @@ def safe_name(variant: str) -> str:
 
 
 def write_run_config(work: Path, args, variant: str) -> Path:
-    import yaml
-
     name, attn = parse_variant(variant, args.attn)
     model = {"path": str(work / "model-config"), "random_init": True, "dtype": args.dtype}
     if name != "oa-default":
@@ -349,9 +309,7 @@ def write_run_config(work: Path, args, variant: str) -> Path:
                   "lr_scheduler": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
                   "save_steps": None, "mixed_precision": args.mixed_precision, "gradient_checkpointing": False},
     }
-    path = work / f"{safe_name(variant)}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return common.write_yaml(work / f"{safe_name(variant)}.yaml", cfg)
 
 
 def run_oa(args, work: Path, variant: str) -> dict:
@@ -387,7 +345,6 @@ def run_oa(args, work: Path, variant: str) -> dict:
 def run_trl(args, work: Path, variant: str) -> dict:
     import torch
     import trl
-    from transformers import TrainerCallback
     from transformers.trainer_utils import set_seed
 
     from oa_core.config import load_config
@@ -404,54 +361,17 @@ def run_trl(args, work: Path, variant: str) -> dict:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     meter = Meter(model, torch.device(args.device), args.profile, args.warmup, work / f"trace-{safe_name(variant)}.json.gz")
-
-    class Timer(TrainerCallback):
-        def on_train_begin(self, a, state, control, **kw):
-            meter.start()
-
-        def on_step_end(self, a, state, control, **kw):
-            meter.step(None)
-
-        def on_log(self, a, state, control, logs=None, **kw):
-            if logs and "loss" in logs and meter.steps:
-                meter.steps[-1]["loss"] = float(logs["loss"])
-
-    kwargs = dict(
-        output_dir=str(work / "run-trl"), max_steps=args.steps, per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1, learning_rate=2e-5, lr_scheduler_type="cosine", warmup_steps=0,
-        weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", logging_steps=1, save_strategy="no",
-        report_to="none", seed=cfg.seed, gradient_checkpointing=False, max_length=args.max_length, packing=True,
-        dataloader_num_workers=0, bf16=args.mixed_precision == "bf16", use_cpu=args.device == "cpu",
-        disable_tqdm=True, use_liger_kernel=parse_variant(variant, args.attn)[0] == "trl+liger",
-    )
-    sft_config = trl.SFTConfig(**kwargs)
+    sft_config = trl.SFTConfig(
+        output_dir=str(work / "run-trl"), per_device_train_batch_size=args.batch, learning_rate=2e-5,
+        max_length=args.max_length, packing=True, use_liger_kernel=parse_variant(variant, args.attn)[0] == "trl+liger",
+        **common.trl_args(args, cfg.seed))
     trainer = trl.SFTTrainer(model=model, args=sft_config, train_dataset=train, processing_class=tokenizer,
-                             callbacks=[Timer()])
+                             callbacks=[common.timer(meter)])
     rows = len(trainer.train_dataset)
     trainer.train()
     meter.handle.remove()
     return {**meter.params(), "steps": meter.resolve(), "rows": rows, "vocab": len(tokenizer), "profile": meter.profile,
             "packing_strategy": getattr(sft_config, "packing_strategy", None)}
-
-
-def one_variant(args) -> None:
-    import torch
-
-    ensure_plugins()
-    work = Path(args.out)
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    name = parse_variant(args.variant, args.attn)[0]
-    res = run_trl(args, work, args.variant) if name.startswith("trl") else run_oa(args, work, args.variant)
-    res["wall_s"] = time.perf_counter() - t0
-    if args.device == "cuda":
-        res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        res["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
-    rank = int(os.environ.get("RANK", "0"))
-    result = Path(args.result)
-    (result.with_suffix(f".rank{rank}.json") if "WORLD_SIZE" in os.environ else result).write_text(
-        json.dumps(res, default=str))
 
 
 def merge_ranks(parts: list[dict]) -> dict:
@@ -468,24 +388,8 @@ def merge_ranks(parts: list[dict]) -> dict:
     return out
 
 
-def versions() -> dict:
-    import importlib.metadata as md
-    import platform
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "trl", "accelerate", "datasets", "triton"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def driver(args) -> int:
-    work = Path(args.out).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "model-config").mkdir(exist_ok=True)
-    (work / "model-config" / "config.json").write_text(json.dumps(model_config(args.shape), indent=1))
+    work = common.workdir(args.out, model_config(args.shape))
     order = [v for v in args.variants.split(",") if v]
     for v in order:
         parse_variant(v, args.attn)
@@ -524,29 +428,17 @@ def driver(args) -> int:
                                    n * H100_BF16_PEAK if args.device == "cuda" else float("nan"))
         print(f"   {label}: {time.perf_counter() - t0:.0f} s, {res['summary']['tokens_per_s']:.0f} tokens/s", flush=True)
         results.append(res)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "versions": versions(), "args": vars(args),
-              "model_config": model_config(args.shape), "device": device_name(args.device),
-              "results": results}
+    report = common.new_report(args, model_config=model_config(args.shape), device=device_name(args.device),
+                               results=results)
     ok = [r for r in results if "summary" in r]
     first = {r["variant"]: r["steps"][0]["loss"] for r in ok if r["steps"] and r["steps"][0]["loss"] is not None}
     report["loss_check"] = check_losses(first, ok[0]["vocab"]) if ok else ["no variant ran"]
-    (work / "sft_throughput.json").write_text(json.dumps(report, indent=1, default=str))
-    table = render(report)
-    (work / "sft_throughput.md").write_text(table + "\n")
-    print(table)
+    common.write_report(work, "sft_throughput", report, render)
     return 0 if len(ok) == len(results) and not report["loss_check"] else 1
 
 
-def device_name(device: str) -> str:
-    import torch
-
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return f"cpu, torch {torch.__version__}"
-
-
 def render(report: dict) -> str:
-    lines = [f"{report['date']}; {report['device']}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+    lines = [common.header(report),
              "", "| variant | rows | tokens/step | step ms (mean / median) | tokens/s | supervised tokens/s | "
              "peak GiB (alloc / reserved) | TFLOP/s | MFU | loss step 1 / last |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -556,12 +448,10 @@ def render(report: dict) -> str:
             lines.append(f"| {r['variant']} | failed (exit {r['failed']}) |")
             continue
         s = r["summary"]
-        peak = f"{r['peak_gib']:.2f} / {r['peak_reserved_gib']:.2f}" if "peak_gib" in r else "n/a"
-        losses = [x["loss"] for x in r["steps"] if x["loss"] is not None]
-        loss = f"{losses[0]:.3f} / {losses[-1]:.3f}" if losses else "n/a"
         lines.append(f"| {r['variant']} | {r['rows']} | {s['tokens_per_step']:.0f} | {s['step_ms_mean']:.1f} / "
-                     f"{s['step_ms_median']:.1f} | {s['tokens_per_s']:.0f} | {s['supervised_per_s']:.0f} | {peak} | "
-                     f"{s['tflops_per_s']:.1f} | {100 * s['mfu']:.1f}% | {loss} |")
+                     f"{s['step_ms_median']:.1f} | {s['tokens_per_s']:.0f} | {s['supervised_per_s']:.0f} | "
+                     f"{common.peak(r)} | {s['tflops_per_s']:.1f} | {100 * s['mfu']:.1f}% | "
+                     f"{common.first_last_loss(r['steps'], 3)} |")
     lines += [""] + ratio_lines(ok)
     n = ok[0]["n_matmul"] if ok else 0
     lines.append(f"- N (matmul parameters) = {n / 1e6:.1f} M of {ok[0]['n_params'] / 1e6:.1f} M" if ok else "")
@@ -612,9 +502,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=None, help="steps dropped from the averages")
     p.add_argument("--batch", type=int, default=4, help="packed rows per micro-batch")
     p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--mixed-precision", default=None)
+    common.device_args(p)
     p.add_argument("--attn", default="sdpa", help="attention of variants without @ATTENTION")
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="profile K steps after the warm-up (torch.profiler), report GPU time by category")
@@ -627,19 +515,15 @@ def main(argv=None) -> int:
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.processes = [int(n) for n in str(args.processes).split(",") if n]
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    common.device_defaults(args)
     tiny = args.tiny
     args.shape = "tiny" if tiny else (args.shape or "qwen0.5b")
     args.steps = args.steps or (6 if tiny else 60)
     args.warmup = args.warmup if args.warmup is not None else (2 if tiny else 10)
     args.max_length = args.max_length or (256 if tiny else 2048)
-    args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
-    args.mixed_precision = args.mixed_precision or ("no" if args.device == "cpu" else "bf16")
     if args.variant:
-        one_variant(args)
+        common.one_variant(args, run_trl if parse_variant(args.variant, args.attn)[0].startswith("trl") else run_oa,
+                           per_rank=True)
         return 0
     return driver(args)
 
