@@ -10,7 +10,7 @@ from zero), in the order given. A variant is ``NAME[@ATTENTION]`` (ATTENTION ove
 
 - ``oa-default``: oa as a user gets it without flags: no ``model.patches`` and no ``attn_implementation`` in the
   config (on a GPU: ``kernels.all`` and flex attention for packed rows);
-- ``oa``: no patches; ``oa+kernels``: ``model.patches: [kernels.all]``;
+- ``oa``: no patches; ``oa+kernels``: ``model.patches: [kernels.all]``; ``oa+compile``: ``[kernels.all, compile.layers]``;
 - ``trl``: TRL's SFTTrainer; ``trl+liger``: the same with ``use_liger_kernel=True`` (Liger's RoPE, RMSNorm,
   SwiGLU and fused linear cross-entropy);
 - ``--repeat`` runs the first oa variant again at the end to show the run-to-run spread.
@@ -75,7 +75,7 @@ from common import summarize_mfu as summarize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("oa", "trl", "oa+kernels")
-BASES = ("oa-default", "oa", "oa+kernels", "trl", "trl+liger")
+BASES = ("oa-default", "oa", "oa+kernels", "oa+compile", "trl", "trl+liger")
 
 MODEL_CONFIGS = {
     # Qwen2.5-0.5B's shape with a 32000-token vocabulary (assets/tokenizers/llama2-sp)
@@ -296,7 +296,7 @@ def write_run_config(work: Path, args, variant: str) -> Path:
     model = {"path": str(work / "model-config"), "random_init": True, "dtype": args.dtype}
     if name != "oa-default":
         model["attn_implementation"] = attn
-        model["patches"] = ["kernels.all"] if name == "oa+kernels" else []
+        model["patches"] = {"oa+kernels": ["kernels.all"], "oa+compile": ["kernels.all", "compile.layers"]}.get(name, [])
     cfg = {
         "method": "sft", "output_dir": str(work / f"run-{safe_name(variant)}"), "seed": 0,
         "model": model,
