@@ -73,8 +73,9 @@ class HFEngine:
     ``compile=True`` generates with a static KV cache and transformers' compiled decoding step (``torch.compile``,
     CUDA graphs on a GPU): the step's hundreds of kernel launches become one graph replay. Prompt widths are padded
     up to a power of two (:func:`bucket_width`) and transformers keeps the largest cache length seen, so a run
-    compiles a few times (once per larger power of two, and per batch size), not per batch. Should compilation fail (an unsupported model patch, a missing compiler), a warning says so and the engine
-    generates without it from then on.
+    compiles a few times (once per larger power of two, and per batch size), not per batch. Should compilation
+    fail (an unsupported model patch, a missing compiler), a warning says so and the engine generates without it
+    from then on.
 
     ``continuous_batching=True`` uses transformers' ``generate_batch``: requests are scheduled into a paged KV
     cache and finished sequences are replaced by waiting ones at once, with no padding and no waiting for the
@@ -141,10 +142,12 @@ class HFEngine:
             return out
 
     def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[list[Completion]]:
+        import torch
+
         if self.compile:
             try:
                 return self._generate_padded(batch, params, compiled=True)
-            except torch_oom():
+            except torch.OutOfMemoryError:
                 raise
             except Exception as e:  # noqa: BLE001 - a compiler failure must not end the run: generate eagerly
                 self.compile = False
@@ -229,12 +232,6 @@ class HFEngine:
 def bucket_width(width: int) -> int:
     """The padded prompt width of compiled decoding: the next power of two, at least 64."""
     return max(64, 1 << (width - 1).bit_length())
-
-
-def torch_oom() -> type[BaseException]:
-    import torch
-
-    return torch.OutOfMemoryError
 
 
 def _compile_config(device: Any):
