@@ -142,6 +142,26 @@ def test_installed_oa_script(tmp_path):
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "invalid YAML" in res.stderr
 
 
+def test_a_launched_worker_ends_without_interpreter_shutdown(tmp_path):
+    """A worker that `oa train --num-processes N` started (OA_ERROR_FILE set) ends with os._exit once its command
+    returns: its output flushed and its exit code kept, but no interpreter shutdown, where the gloo/NCCL threads DDP
+    leaves behind can abort a finished run (SIGABRT)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import atexit\natexit.register(print, 'interpreter shutdown')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    worker = {**env, "OA_ERROR_FILE": str(tmp_path / "error")}
+    oa = [sys.executable, "-m", "oa_cli.main"]
+    plain = subprocess.run([*oa, "--version"], capture_output=True, text=True, env=env)
+    assert plain.returncode == 0 and plain.stdout.splitlines()[-1] == "interpreter shutdown"
+    res = subprocess.run([*oa, "--version"], capture_output=True, text=True, env=worker)
+    assert res.returncode == 0 and res.stdout.splitlines() == plain.stdout.splitlines()[:-1]
+    res = subprocess.run([*oa, "config", "validate", str(tmp_path / "missing.yaml")], capture_output=True, text=True,
+                         env=worker)
+    assert res.returncode == 2 and "missing.yaml" in (tmp_path / "error.0").read_text()
+    assert "interpreter shutdown" not in res.stdout
+
+
 @pytest.fixture
 def typo_plugin():
     """A plugin added to this process whose `register_reward_function` misspells `register_reward_functions`."""

@@ -92,6 +92,11 @@ def test_config_problems_are_reported_together_naming_file_and_key(tmp_path, rep
         load_infer_config(config, ["generation={max_new_tokens: 2}", "engine.batch_sise=2", "engine.device=1"])
     assert sorted(e.value.problems) == ["--set: engine.batch_sise: unknown key (did you mean 'batch_size'?)",
                                         "--set: engine.device: Input should be a valid string (got 1)"]
+    with pytest.raises(ConfigError) as e:
+        load_infer_config(config, ["generation={max_new_tokens: 2}", "engine.compile=true",
+                                   "engine.continuous_batching=true"])
+    assert len(e.value.problems) == 1
+    assert e.value.problems[0].startswith(f"{config}: engine: compile: true and continuous_batching: true exclude")
     assert main(["infer", config, "--set", "output=out.json"]) == 2
 
 
@@ -102,6 +107,9 @@ def test_flag_errors_name_the_flag(model_dir, alpaca_seed, tmp_path, capsys):
         "error: --temperature: Input should be greater than or equal to 0 (got -1.0)"
     assert main([*base, "--engine", "tensor_parallel_size=2"]) == 2
     assert error_line(capsys.readouterr().err) == "error: --engine tensor_parallel_size: unknown key"
+    assert main([*base, "--engine", "compile=true", "--engine", "continuous_batching=true"]) == 2
+    assert error_line(capsys.readouterr().err).startswith(
+        "error: --engine: compile: true and continuous_batching: true exclude each other")
     assert main(["infer", "--model", model_dir, "--output", "o.jsonl"]) == 2
     assert error_line(capsys.readouterr().err).startswith("error: --input: required without CONFIG")
     assert main([*base, "--generator", "vllm"]) == 2

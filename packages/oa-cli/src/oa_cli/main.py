@@ -251,5 +251,20 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
+def _exit_worker(code: int) -> None:
+    """End a worker process that `oa` launched without the interpreter's shutdown. Its outputs are written and
+    closed by then; torch's gloo/NCCL threads, which DDP keeps alive past ``destroy_process_group``, can abort that
+    shutdown (``terminate called without an active exception``) and turn a finished run into a crash."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if os.environ.get(ERROR_FILE_ENV):
+        _exit_worker(exit_code)
+    sys.exit(exit_code)

@@ -85,6 +85,8 @@ def validate(data: dict[str, Any], sources: dict[str, str], file: str, registry:
     registry = registry or get_registry()
 
     def where(key: str) -> str:
+        if not key:
+            return file
         if flags is not None:
             if key in flags:
                 return flags[key]
@@ -114,7 +116,7 @@ def validate(data: dict[str, Any], sources: dict[str, str], file: str, registry:
             if options is not None:
                 options.model_validate(data["engine"])
         except ValidationError as e:
-            problems += [(f"engine.{k}", m) for k, m in _problems(e, options)]
+            problems += [(f"engine.{k}" if k else "engine", m) for k, m in _problems(e, options)]
     if problems:
         raise ConfigError([f"{where(k)}: {m}" for k, m in problems])
     return config
@@ -146,7 +148,7 @@ def _problems(err: ValidationError, model: type[BaseModel] = InferConfig) -> lis
     out = []
     for e in err.errors():
         loc = [p for p in e["loc"] if not str(p).startswith("function-")]
-        key = ".".join(str(p) for p in loc) or "<top>"
+        key = ".".join(str(p) for p in loc)  # "": a check of the whole model
         if e["type"] == "extra_forbidden":
             known = list(_model_at(model, loc[:-1]).model_fields) if _model_at(model, loc[:-1]) else []
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)

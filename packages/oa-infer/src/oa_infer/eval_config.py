@@ -149,6 +149,8 @@ def validate(data: dict[str, Any], sources: dict[str, str], file: str, registry:
     registry = registry or get_registry()
 
     def where(key: str) -> str:
+        if not key:
+            return file
         if flags is None:
             return f"{origin_file(key, sources, file)}: {key}"
         hit = next((k for k in sorted(flags, key=len, reverse=True) if key == k or key.startswith(k + ".")), None)
@@ -175,7 +177,7 @@ def validate(data: dict[str, Any], sources: dict[str, str], file: str, registry:
         try:
             HFSettings.model_validate({**engine, "model": "-", "adapter": None})
         except ValidationError as e:
-            problems += [(f"engine.{k}", m) for k, m in _problems(e, HFSettings)]
+            problems += [(f"engine.{k}" if k else "engine", m) for k, m in _problems(e, HFSettings)]
     if config is not None:
         problems += _cross_problems(config)
     if problems:

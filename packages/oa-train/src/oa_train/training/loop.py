@@ -397,10 +397,7 @@ class Loop:
             print("\n".join(summary(out=self.out, steps=self.state.step, seconds=seconds, tokens=self.tokens_seen,
                                      metrics=self.state.metrics, best=best, metric=self.tc.metric_for_best,
                                      library_log=self.library_log)))
-        acc.end_training()
-        if torch.distributed.is_initialized():  # a clean end for gloo/NCCL threads instead of an abort at exit
-            acc.wait_for_everyone()
-            torch.distributed.destroy_process_group()
+        acc.end_training()  # finishes the trackers and destroys the process group
         return {"step": self.state.step, "skipped_steps": self.state.skipped_steps, **self.state.metrics}
 
 
