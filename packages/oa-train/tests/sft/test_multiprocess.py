@@ -111,6 +111,25 @@ def test_deepspeed_preset_on_two_cpu_processes_matches_one_process_and_resumes(p
     assert (out / "metrics.jsonl").read_text() == log
 
 
+@pytest.mark.slow
+def test_compiled_layers_under_zero3_match_one_eager_process(tmp_path, tiny_model_dir, weights, capfd, alpaca_seed,
+                                                             repo_root):
+    """compile.layers with ZeRO-3 (parameters gathered by hooks around the compiled layers) on 2 CPU processes."""
+    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (./scripts/setup.sh --extra deepspeed)")
+    pytest.importorskip("oa_kernels", reason="compile.layers is an oa-kernels patch")
+    _write_data(tmp_path, alpaca_seed)
+    adamw = {"optimizer": "adamw", "learning_rate": 1e-3}
+    zero3 = str(repo_root / "examples" / "configs" / "accelerate" / "zero3.yaml")
+    ds = _config(tmp_path, tiny_model_dir, "ds", batch=1, accumulation=2, **adamw)
+    assert main(["train", ds, "--num-processes", "2", "--accelerate-config", zero3,
+                 "--set", "model.patches=[compile.layers]"]) == 0, capfd.readouterr().err[-3000:]
+    assert main(["train", _config(tmp_path, tiny_model_dir, "one", batch=4, accumulation=1, **adamw)]) == 0
+    assert "layers compiled" in (tmp_path / "ds" / "run_manifest.json").read_text()
+    w2, w1 = weights(tmp_path / "ds" / "model"), weights(tmp_path / "one" / "model")
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], rtol=1e-5, atol=1e-6)
+
+
 def test_a_user_error_in_the_workers_is_one_line_once(tmp_path, tiny_model_dir, alpaca_seed, capfd):
     """Every worker hits the same data error (every sample too long): one line, exit 2, no launcher traceback."""
     _write_data(tmp_path, alpaca_seed)
