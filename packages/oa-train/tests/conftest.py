@@ -28,3 +28,13 @@ def target_losses():
         return -t.values[t.mask]
 
     return losses
+
+
+@pytest.fixture
+def cpu_workers_below_two_gpus(monkeypatch):
+    """For tests that run 2 processes: on a machine with fewer than 2 GPUs they run on the CPU (gloo)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() < 2:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -154,3 +154,22 @@ def test_under_peft_the_reference_is_the_model_without_its_adapters(toy_rewards,
     assert objective.reference is None  # no copy of the model: its adapters are switched off instead
     kl = [r["kl"] for r in records(tmp_path / "lora")]
     assert kl[0] == 0.0 and kl[2] > 1e-5
+
+
+def test_compiled_decoding_is_off_under_zero3():
+    """ZeRO-3 gathers the weights anew for every generation, so a captured decoding graph would read stale memory:
+    compile auto means off there, true is refused; other set-ups keep the setting."""
+    from oa_core.errors import OAError
+    from oa_train.grpo.config import HFRolloutSettings
+    from oa_train.grpo.rollout import _without_compile_under_zero3
+
+    def accelerator(stage):
+        plugin = None if stage is None else SimpleNamespace(zero_stage=stage)
+        return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin))
+
+    auto, on = HFRolloutSettings(), HFRolloutSettings(compile=True)
+    assert _without_compile_under_zero3(auto, accelerator(3)).compile is False
+    assert _without_compile_under_zero3(auto, accelerator(2)).compile == "auto"
+    assert _without_compile_under_zero3(on, accelerator(None)).compile is True
+    with pytest.raises(OAError, match="train.hf.compile: compiled decoding is not supported under DeepSpeed ZeRO-3"):
+        _without_compile_under_zero3(on, accelerator(3))

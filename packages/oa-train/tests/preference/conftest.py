@@ -70,6 +70,7 @@ class OneProcess:
     device = torch.device("cpu")
     num_processes, process_index, is_main_process = 1, 0, True
     distributed_type = DistributedType.NO
+    state = SimpleNamespace(deepspeed_plugin=None)
 
     def reduce(self, tensor, reduction="sum"):
         return tensor

@@ -72,13 +72,15 @@ def test_a_frozen_copy_of_a_fused_model_computes_through_its_own_fused_head(tiny
     """``reference.source: copy`` of a policy on the fused route: the copy routes its own head (not the policy's),
     and at the start it gives the policy's log-probs."""
     from oa_train.preference.batches import model_part
-    from oa_train.preference.reference import frozen_copy, linear_ce_of
+    from oa_train.training.frozen import frozen_starting_model
 
     model = tiny_lm()
     _, provides = apply_patches(model, ["kernels.fused_linear_ce"], get_registry())
     route = LabelLogProbs.for_model(model, provides["linear_ce"])
     obj = objective("dpo", label_logprobs=route)
-    ref, ref_route = frozen_copy(model, linear_ce_of(route), obj.run.accelerator)
+    obj.run.model = model
+    frozen = frozen_starting_model(obj.run, route.linear_ce, key="train.reference.source")
+    ref, ref_route = frozen.ready()
     assert ref_route.fused and ref.lm_head is not model.lm_head and not any(p.requires_grad for p in ref.parameters())
     obj.reference = Frozen("a frozen copy", ref, ref_route)
     pairs_logps = obj.log_probs(model, obj.collate(pairs(3)))

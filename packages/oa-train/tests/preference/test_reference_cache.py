@@ -53,7 +53,7 @@ def test_the_cached_reference_trains_like_the_live_one_and_is_reused_without_a_r
     def no_reference(*args, **kwargs):
         raise AssertionError("a reference model was built although the cache is complete")
 
-    monkeypatch.setattr(objective_module, "frozen_copy", no_reference)
+    monkeypatch.setattr(objective_module, "frozen_starting_model", no_reference)
     computed = _count_rows(monkeypatch)
     again = run_config("again", **TRAIN, reference={"precompute": True})
     train(again)

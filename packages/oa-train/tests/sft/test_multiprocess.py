@@ -15,15 +15,7 @@ import yaml
 
 from oa_cli.main import main
 
-pytestmark = pytest.mark.multiprocess
-
-
-@pytest.fixture(autouse=True)
-def _cpu_workers_below_two_gpus(monkeypatch):
-    """These tests run 2 processes: on a machine with fewer than 2 GPUs they run on the CPU (gloo)."""
-    if torch.cuda.is_available() and torch.cuda.device_count() < 2:
-        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+pytestmark = [pytest.mark.multiprocess, pytest.mark.usefixtures("cpu_workers_below_two_gpus")]
 
 
 def _config(tmp_path, model_dir, name, batch, accumulation, **train) -> str:

@@ -15,7 +15,6 @@ checkpoint, and each generation is seeded from ``(seed, step, process)``, so a r
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -28,7 +27,9 @@ from oa_train.grpo.advantages import group_advantages, nanstd
 from oa_train.grpo.losses import PolicyTerms, num_units, policy_tallies
 from oa_train.grpo.rewards import RewardCall, RewardScorer, Samples
 from oa_train.training.batching import IGNORE, micro_batches
+from oa_train.training.frozen import frozen_starting_model
 from oa_train.training.objective import DataPlan, Evaluation, Objective, StepLoss
+from oa_train.training.sharding import whole_weights
 
 MODEL_KEYS = ("input_ids", "attention_mask", "labels")
 UNIT_NAMES = {"sequences": "completions", "tokens": "tokens", "micro_batches": "micro_batches"}
@@ -77,8 +78,9 @@ class GRPOObjective(Objective):
         self.measure_mismatch = tc.logprob_mismatch == "on" or (tc.logprob_mismatch == "auto" and tc.generator == "vllm")
         self.measure_mismatch = self.measure_mismatch and tc.temperature == 1.0
         self.reference = None
-        if tc.beta != 0.0 and not _is_peft(run.model):
-            self.reference = _frozen_copy(run.model)  # the initial weights (set up before a resume loads others)
+        if tc.beta != 0.0 and not _is_peft(run.model):  # the initial weights (taken before a resume loads others)
+            self.reference = frozen_starting_model(run, run.label_logprobs.linear_ce, self.model_options(run.config),
+                                                   key="train.beta")
         self.buffer: list[dict[str, torch.Tensor]] | None = None
         self.buffer_step: int | None = None
         self.values: dict[str, float] = {}  # the step's metrics from the rollout
@@ -146,7 +148,7 @@ class GRPOObjective(Objective):
         group = tc.num_generations
         net = acc.unwrap_model(model)
         params = self.generation_params(group, self._seed(step, acc.process_index), logprobs=self.measure_mismatch)
-        with acc.autocast():
+        with whole_weights(model, acc), acc.autocast():
             generated = self.rollout.generate(net, [r["prompt"] for r in rows], params)
         completions = [c for per_prompt in generated for c in per_prompt]
         owners = [r for r in rows for _ in range(group)]
@@ -224,8 +226,7 @@ class GRPOObjective(Objective):
         if self.reference is None:
             with acc.unwrap_model(model).disable_adapter(), acc.autocast():
                 return self._token_logps(model, batch)[0].detach()
-        ref, label_logprobs = self.reference
-        ref.to(acc.device)
+        ref, label_logprobs = self.reference.ready()
         with acc.autocast():
             return self._token_logps(ref, batch, label_logprobs=label_logprobs)[0].detach()
 
@@ -404,17 +405,6 @@ def _is_peft(model) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
-
-
-def _frozen_copy(model):
-    """A frozen copy of the model and its label log-prob route (the fused head's route is copied with it)."""
-    from oa_train.training.logprobs import LabelLogProbs
-
-    ref = copy.deepcopy(model).eval()
-    ref.requires_grad_(False)
-    head = ref.get_output_embeddings()
-    label_logprobs = LabelLogProbs(head, "fused") if hasattr(head, "_oa_label_route") else LabelLogProbs()
-    return ref, label_logprobs
 
 
 def run_grpo(loaded, *, callbacks=(), rollout=None) -> dict:

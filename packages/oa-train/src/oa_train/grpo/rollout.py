@@ -126,7 +126,7 @@ def make_rollout(run: Any, *, api: Any = None, llm: Any = None):
     tc = run.train
     tokenizer = run.tokenizer.tokenizer
     if tc.generator == "hf":
-        return HFRollout(tokenizer, tc.hf)
+        return HFRollout(tokenizer, _without_compile_under_zero3(tc.hf, run.accelerator))
     from oa_infer.engines import eos_token_ids
 
     net = run.model
@@ -143,3 +143,15 @@ def make_rollout(run: Any, *, api: Any = None, llm: Any = None):
                        seed=run.accelerator.process_index, max_model_len=max_len, dtype=run.config.model.dtype,
                        trust_remote_code=run.config.model.trust_remote_code, api=api, llm=llm)
 
+
+def _without_compile_under_zero3(settings: Any, accelerator: Any) -> Any:
+    """Under ZeRO-3 the weights are gathered anew for every generation, so a captured decoding graph would read
+    the last gather's memory: ``compile: auto`` means off there, and ``true`` is refused."""
+    from oa_train.training.sharding import zero_stage
+
+    if zero_stage(accelerator) != 3 or settings.compile is False:
+        return settings
+    if settings.compile is True:
+        raise OAError("train.hf.compile: compiled decoding is not supported under DeepSpeed ZeRO-3 (the weights are "
+                      "gathered anew for every generation)", hint="set train.hf.compile: auto or false")
+    return settings.model_copy(update={"compile": False})

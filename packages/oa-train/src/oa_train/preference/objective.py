@@ -21,8 +21,9 @@ import torch
 
 from oa_core.errors import OAError
 from oa_train.preference.cache import CacheEntry, cache_key, examples_digest
-from oa_train.preference.reference import AdaptersOff, Frozen, frozen_copy, linear_ce_of, weights_digest
+from oa_train.preference.reference import AdaptersOff, Frozen, weights_digest
 from oa_train.training.batching import micro_batches
+from oa_train.training.frozen import frozen_starting_model
 from oa_train.training.objective import Evaluation, Objective
 
 
@@ -95,7 +96,7 @@ class PreferenceObjective(Objective):
         self.data_report["reference"] = report
         if not settings.precompute:
             if self.source == "copy":
-                self._frozen = frozen_copy(run.model, linear_ce_of(run.label_logprobs), run.accelerator)
+                self._frozen = self._frozen_copy()
             return [f"reference: {self._reference_name()}, computed live"]
         weights = weights_digest(run.model, frozen_only=self.source == "adapters_off")
         settings_key = self._numerics()
@@ -113,8 +114,13 @@ class PreferenceObjective(Objective):
         incomplete = any(report[name]["cache"] != "hit" for name in self.cache)
         if incomplete and self.source == "copy" and _has_checkpoints(run.output_dir):
             # a resumed run's policy has trained: keep the starting weights to finish the cache with
-            self._frozen = frozen_copy(run.model, linear_ce_of(run.label_logprobs), run.accelerator)
+            self._frozen = self._frozen_copy()
         return lines
+
+    def _frozen_copy(self):
+        run = self.run
+        return frozen_starting_model(run, run.label_logprobs.linear_ce, self.model_options(run.config),
+                                     key="train.reference.source")
 
     def _numerics(self) -> dict:
         """The settings besides weights and data that change the reference log-probs."""
@@ -142,7 +148,7 @@ class PreferenceObjective(Objective):
         if self.source == "adapters_off":
             reference = AdaptersOff(run.label_logprobs, run.accelerator)
         elif self._frozen is not None:
-            reference = Frozen("a frozen copy of the starting model", *self._frozen)
+            reference = Frozen("a frozen copy of the starting model", *self._frozen.ready())
         else:
             reference = Frozen("the policy before its first update", model, run.label_logprobs)
         if not run.train.reference.precompute:

@@ -1,7 +1,8 @@
 """The reference model of DPO and KTO: the policy's starting weights, as
 
 - ``adapters_off``: the policy itself with its PEFT adapters disabled (no second model);
-- ``copy``: a frozen copy of the starting model, taken before the first update;
+- ``copy``: a frozen copy of the starting model, taken before the first update
+  (:mod:`oa_train.training.frozen`: placed as the policy is, sharded under ZeRO-3);
 - precomputed: its log-probs, computed once and read from the cache (:mod:`oa_train.preference.cache`).
 
 A reference returns the summed log-probs of each sequence of a batch, computed without gradients and in eval
@@ -10,13 +11,11 @@ mode (no dropout), through the same route (fused linear+CE or logits) as the pol
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from contextlib import contextmanager, nullcontext
 
 import torch
 
-from oa_core.errors import OAError
 from oa_train.preference.batches import sequence_sums
 
 
@@ -69,40 +68,6 @@ class Frozen(Reference):
 
     def model(self, policy):
         return self.frozen
-
-
-def frozen_copy(model, linear_ce, accelerator):
-    """A frozen copy of ``model`` (not yet wrapped by accelerate) on the accelerator's device, with its own
-    label log-probs route. Sharded set-ups have no such copy."""
-    from accelerate.utils import DistributedType
-
-    from oa_train.training.logprobs import LabelLogProbs
-
-    kind = accelerator.distributed_type
-    if kind == DistributedType.FSDP or (kind == DistributedType.DEEPSPEED and _zero_stage(accelerator) == 3):
-        raise OAError(f"train.reference.source: a frozen copy of the model is not supported with {kind.value} "
-                      "sharding", hint="set train.reference.precompute: true (no reference model in training), or "
-                      "train a PEFT adapter (the reference is the policy with its adapters off)")
-    head = model.get_output_embeddings()
-    routed = head.__dict__.pop("forward", None)  # the routed head's bound forward does not deep-copy
-    try:
-        ref = copy.deepcopy(model)
-    finally:
-        if routed is not None:
-            head.forward = routed
-    ref.get_output_embeddings().__dict__.pop("_oa_label_route", None)  # routed afresh below, to the copy's head
-    ref.requires_grad_(False).eval().to(accelerator.device)
-    return ref, LabelLogProbs.for_model(ref, linear_ce)
-
-
-def _zero_stage(accelerator) -> int | None:
-    plugin = accelerator.state.deepspeed_plugin
-    return None if plugin is None else plugin.zero_stage
-
-
-def linear_ce_of(label_logprobs):
-    """The fused linear+CE function a policy's label log-probs route through (None on the logits route)."""
-    return label_logprobs.head._oa_label_route.linear_ce if label_logprobs.fused else None
 
 
 def weights_digest(model, frozen_only: bool) -> str:

@@ -100,6 +100,11 @@ class LabelLogProbs:
     def fused(self) -> bool:
         return self.head is not None
 
+    @property
+    def linear_ce(self) -> Callable | None:
+        """The fused linear+CE function the head computes with (None on the logits route)."""
+        return self.head._oa_label_route.linear_ce if self.fused else None
+
     def tokens(self, model, batch: dict[str, torch.Tensor], *, argmax: bool = False, temperature: float = 1.0,
                entropy: bool = False) -> TokenLogProbs:
         """Per-target log-probs of ``batch`` under the logits divided by ``temperature`` (the distribution that
