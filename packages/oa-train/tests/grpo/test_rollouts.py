@@ -173,3 +173,17 @@ def test_compiled_decoding_is_off_under_zero3():
     assert _without_compile_under_zero3(on, accelerator(None)).compile is True
     with pytest.raises(OAError, match="train.hf.compile: compiled decoding is not supported under DeepSpeed ZeRO-3"):
         _without_compile_under_zero3(on, accelerator(3))
+
+
+def test_fsdp_is_refused_before_anything_is_built():
+    """Under FSDP each layer's weights are gathered collectively, and processes generating different numbers of
+    tokens would wait for each other forever: one error instead of a hang."""
+    from accelerate.utils import DistributedType
+
+    from oa_core.errors import OAError
+    from oa_train.grpo.objective import GRPOObjective
+
+    run = SimpleNamespace(accelerator=SimpleNamespace(distributed_type=DistributedType.FSDP))
+    with pytest.raises(OAError, match="method grpo: not supported under FSDP") as e:
+        GRPOObjective().setup(run)
+    assert "zero3.yaml" in e.value.hint

@@ -56,9 +56,15 @@ class GRPOObjective(Objective):
             raise OAError("datasets: no prompts configured", hint="add at least one entry under datasets:")
 
     def setup(self, run) -> None:
+        from accelerate.utils import DistributedType
+
         from oa_core.plugins import get_registry
         from oa_train.grpo.rollout import make_rollout
 
+        if run.accelerator.distributed_type == DistributedType.FSDP:  # generate() would hang on per-layer gathers
+            raise OAError("method grpo: not supported under FSDP (the processes generate different numbers of tokens, "
+                          "and FSDP gathers each layer's weights collectively)",
+                          hint="use DDP (no --accelerate-config) or a DeepSpeed preset (zero2.yaml, zero3.yaml)")
         super().setup(run)
         tc, registry = run.train, get_registry()
         self.loss_fn = registry.get("loss", tc.loss_type).fn
