@@ -5,6 +5,8 @@ Imports nothing heavy: torch, triton and the kernels load when a patch is applie
 
 from __future__ import annotations
 
+import importlib
+
 from oa_core import hookimpl
 from oa_core.extensions import ModelPatch
 from oa_kernels import architectures
@@ -23,20 +25,12 @@ PATCHES = {
 }
 
 
-def _lazy(function_name: str):
+def _lazy(function_name: str, module: str = "oa_kernels.patches"):
     def apply(model, **options):
-        from oa_kernels import patches
-
-        return getattr(patches, function_name)(model, **options)
+        return getattr(importlib.import_module(module), function_name)(model, **options)
 
     apply.__name__ = function_name
     return apply
-
-
-def _compile_layers(model, **options):
-    from oa_kernels.regional import compile_layers
-
-    return compile_layers(model, **options)
 
 
 @hookimpl
@@ -45,7 +39,7 @@ def register_model_patches(register):
         arch = architectures.BY_KERNEL.get(kernel, architectures.ANY)
         register(name, ModelPatch(apply=_lazy(function_name), architectures=arch, description=description))
     register("compile.layers", ModelPatch(
-        apply=_compile_layers, description="torch.compile of every decoder layer (regional compilation; oa's "
+        apply=_lazy("compile_layers", "oa_kernels.regional"), description="torch.compile of every decoder layer (regional compilation; oa's "
         "kernels step aside inside it, the fused LM head + loss stays)"))
 
 

@@ -29,16 +29,14 @@ class FrozenModel:
     Every process calls it at the same point: under ZeRO-3 it loads the model and builds an engine, which needs all
     processes together (so not inside ``main_process_first``)."""
 
-    def __init__(self, build: Callable[[], tuple[Any, Any]], accelerator: Any, sharded: bool):
-        self._build, self.accelerator, self.sharded = build, accelerator, sharded
+    def __init__(self, build: Callable[[], tuple[Any, Any]]):
+        self._build = build
         self._ready: tuple[Any, Any] | None = None
 
     def ready(self) -> tuple[Any, Any]:
         """``(model, label_logprobs)``."""
         if self._ready is None:
-            model, label_logprobs = self._build()
-            acc = self.accelerator
-            self._ready = (inference_engine(model, acc) if self.sharded else model.to(acc.device)), label_logprobs
+            self._ready = self._build()
         return self._ready
 
 
@@ -54,16 +52,16 @@ def frozen_starting_model(run: Any, linear_ce: Any, model_options: dict | None =
                       hint="use a DeepSpeed ZeRO-3 preset, train a PEFT adapter (the reference is the policy with its "
                       "adapters off), or for DPO/KTO set train.reference.precompute: true")
     if zero_stage(acc) != 3:
-        copied = _deep_copy(run.model, linear_ce)  # now: before the first update or a resume changes the weights
-        return FrozenModel(lambda: copied, acc, sharded=False)
+        ref, label_logprobs = _deep_copy(run.model, linear_ce)  # now: before the first update or a resume
+        return FrozenModel(lambda: (ref.to(acc.device), label_logprobs))
     starting = _local_weights(run.model)  # now: the resized rows of added tokens are random, so are random_init's
 
     def build() -> tuple[Any, Any]:
         ref, label_logprobs = _built_again(run, linear_ce, model_options or {})
         _load_local_weights(ref, starting)
-        return ref, label_logprobs
+        return inference_engine(ref, acc), label_logprobs
 
-    return FrozenModel(build, acc, sharded=True)
+    return FrozenModel(build)
 
 
 def _deep_copy(model: Any, linear_ce: Any) -> tuple[Any, Any]:

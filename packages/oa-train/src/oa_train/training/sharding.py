@@ -31,8 +31,9 @@ def _gathered_without_hooks(engine: Any):
     import deepspeed
 
     offload = getattr(getattr(engine, "optimizer", None), "parameter_offload", None) or getattr(engine, "optimizer", None)
+    hooked = hasattr(offload, "forward_hooks")  # not before the engine has its optimizer
     with deepspeed.zero.GatheredParameters(list(engine.parameters())):
-        if offload is not None and hasattr(offload, "forward_hooks"):
+        if hooked:
             for param in offload.module.parameters(recurse=True):
                 param.ds_active_sub_modules.clear()
             for hook in [*offload.forward_hooks, *offload.backward_hooks]:
@@ -41,7 +42,7 @@ def _gathered_without_hooks(engine: Any):
         try:
             yield
         finally:
-            if offload is not None and hasattr(offload, "forward_hooks"):
+            if hooked:
                 coordinator = getattr(offload, "param_coordinator", None)
                 if coordinator is not None and not coordinator.is_invalid_trace():
                     coordinator._invalidate_trace()
